@@ -15,13 +15,20 @@
 #![deny(missing_docs)]
 
 pub mod config;
+pub mod log;
 pub mod message;
-#[allow(dead_code)]
+pub mod progress;
+pub mod raft;
+pub mod ready;
 mod rng;
 pub mod types;
 
 pub use config::{Config, ConfigError};
 pub use message::{Message, MessageBody};
+#[cfg(feature = "mistakes")]
+pub use raft::Mistakes;
+pub use raft::{CompactError, ProposeError, Raft, RestoredState, Role, Status};
+pub use ready::{PersistMarker, ReadState, Ready, SoftState};
 pub use types::{
     ConfChange, ConfChangeKind, ConfState, Entry, EntryKind, HardState, LogIndex, NodeId,
     Snapshot, SnapshotMeta, Term,

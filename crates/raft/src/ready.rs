@@ -1,0 +1,84 @@
+//! The output of the core: everything the runtime must do, in order.
+//!
+//! # Contract (the order is part of it)
+//! For each [`Ready`] returned by `Raft::ready`, the runtime must:
+//! 1. send [`Ready::messages`] (they depend on nothing unpersisted: a
+//!    leader's appends may go out while it writes its own log, thesis 10.2.1);
+//! 2. make durable, in this order: [`Ready::snapshot`] (install it), then
+//!    [`Ready::entries`] (an entry whose index is already in the log replaces
+//!    it and everything after it), then [`Ready::hard_state`]; one fsync may
+//!    cover them all (group commit);
+//! 3. only then send [`Ready::messages_after_persist`] (vote grants and
+//!    append acknowledgements promise durability), and call
+//!    `Raft::on_persisted` with [`Ready::persist_marker`];
+//! 4. apply the snapshot (if any) and then [`Ready::committed_entries`] to the
+//!    state machine, in order, and serve [`Ready::read_states`] once the
+//!    applied index reaches each read's index.
+//!
+//! Several `Ready`s may be in flight; they must be persisted in the order
+//! they were returned.
+
+use crate::message::Message;
+use crate::types::{Entry, HardState, LogIndex, NodeId, Snapshot, Term};
+
+/// Volatile state worth reporting when it changes.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct SoftState {
+    /// Known leader, if any.
+    pub leader: Option<NodeId>,
+    /// Whether this node is the leader.
+    pub is_leader: bool,
+    /// Current term.
+    pub term: Term,
+}
+
+/// A linearizable read is ready once the state machine has applied `index`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ReadState {
+    /// The runtime's request id.
+    pub context: u64,
+    /// The read index; `None` when leadership could not be confirmed and
+    /// the read should be retried or failed.
+    pub index: Option<LogIndex>,
+}
+
+/// What to hand back to `Raft::on_persisted` once a Ready's writes are durable.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub struct PersistMarker {
+    /// Last entry written by this Ready, with its term.
+    pub last_entry: Option<(LogIndex, Term)>,
+    /// Index of the snapshot installed by this Ready.
+    pub snapshot_index: Option<LogIndex>,
+}
+
+/// One batch of work for the runtime. See the module documentation for the
+/// order in which it must be carried out.
+#[must_use = "a Ready must be persisted, sent and applied"]
+#[derive(Debug, Default)]
+pub struct Ready {
+    /// Changed term, vote or commit.
+    pub hard_state: Option<HardState>,
+    /// A snapshot received from the leader, to install.
+    pub snapshot: Option<Snapshot>,
+    /// Entries to append to the durable log.
+    pub entries: Vec<Entry>,
+    /// Messages that may be sent at once.
+    pub messages: Vec<Message>,
+    /// Messages that may be sent only after this Ready is durable.
+    pub messages_after_persist: Vec<Message>,
+    /// Entries to apply, in order.
+    pub committed_entries: Vec<Entry>,
+    /// Confirmed (or failed) linearizable reads.
+    pub read_states: Vec<ReadState>,
+    /// Leader or term changed.
+    pub soft_state: Option<SoftState>,
+    /// Pass to `Raft::on_persisted` after step 2.
+    pub persist_marker: PersistMarker,
+}
+
+impl Ready {
+    /// Whether anything must be written to disk for this Ready.
+    pub fn needs_persist(&self) -> bool {
+        self.hard_state.is_some() || self.snapshot.is_some() || !self.entries.is_empty()
+    }
+}
