@@ -1,0 +1,416 @@
+//! The segmented write-ahead log: segment files, the buffered writer, and the
+//! reading of one segment during recovery.
+//!
+//! A segment is a file `{seq:016x}-{first_index:016x}.wal` holding a
+//! segment-header record followed by entry and log-reset records (see
+//! [`crate::record`] for the framing). `seq` increases by one per segment,
+//! so sorting names gives log order; `first_index` is the index of the first
+//! entry written to it, for people and tools (the log itself is defined by
+//! the records, since an overwrite may rewrite lower indexes).
+//!
+//! Invariants:
+//! 1. Every segment file is created complete with its header, synced, by an
+//!    atomic rename, so a segment that exists always has a valid header.
+//! 2. A segment is synced before the next one is created. Hence only the
+//!    newest segment can end in a torn record; damage anywhere in an older
+//!    segment is corruption.
+//! 3. Bytes reach the file in the order they were appended, so after a crash
+//!    the file holds a prefix of what was appended (plus, at worst, garbage
+//!    or zeros after it, which recovery cuts).
+//! 4. Nothing appended is durable until [`Wal::sync`] returns; then all of it
+//!    is, with one `fdatasync` (group commit).
+//! 5. `segments` lists the files on disk, oldest first; the last one is the
+//!    open `file`, and `max_index` of each is the highest index any record in
+//!    it mentions, which is what compaction may drop it by.
+
+use crate::error::{Result, StorageError};
+use crate::fsutil;
+use crate::record::{self, Frame, Record, RECORD_BYTES_MAX, SEGMENT_HEADER_RECORD_BYTES};
+use concord_raft::{Entry, LogIndex, Term};
+use std::fs::{File, OpenOptions};
+use std::io::Write;
+use std::path::{Path, PathBuf};
+
+/// Default size past which the log rolls to a new segment (etcd's default).
+pub const SEGMENT_BYTES_DEFAULT: u64 = 64 << 20;
+
+/// Largest segment size the options accept. Recovery reads a segment into
+/// memory whole, so this bounds the memory recovery needs per segment.
+pub const SEGMENT_BYTES_LIMIT: u64 = 1 << 30;
+
+/// Largest segment file recovery will read. A segment rolls before an entry
+/// once it is past its size, so it can exceed the limit by one record (and a
+/// few tiny log-reset records); anything larger was not written by us.
+pub(crate) const SEGMENT_FILE_BYTES_LIMIT: u64 = SEGMENT_BYTES_LIMIT + 2 * RECORD_BYTES_MAX as u64;
+
+/// Default number of buffered bytes that triggers a write to the file before
+/// `sync`. Bounds the buffer's memory while keeping the common case (a batch
+/// of small entries) at one write per sync.
+pub const WRITE_FLUSH_BYTES_DEFAULT: usize = 1 << 20;
+
+// The default must be a value the options accept.
+const _: () = assert!(SEGMENT_BYTES_DEFAULT <= SEGMENT_BYTES_LIMIT);
+
+const SUFFIX: &str = ".wal";
+
+/// One segment file.
+#[derive(Clone, Debug)]
+pub(crate) struct SegmentInfo {
+    pub(crate) seq: u64,
+    pub(crate) first_index: LogIndex,
+    pub(crate) path: PathBuf,
+    /// Highest index of any entry or reset record in the segment.
+    pub(crate) max_index: Option<LogIndex>,
+}
+
+/// File name of segment `seq` whose first entry is `first_index`.
+pub(crate) fn file_name(seq: u64, first_index: LogIndex) -> String {
+    format!("{seq:016x}-{:016x}{SUFFIX}", first_index.0)
+}
+
+/// Whether a directory entry name claims to be a segment.
+pub(crate) fn is_segment_name(name: &str) -> bool {
+    name.ends_with(SUFFIX)
+}
+
+/// Parses a segment file name; `None` if it is malformed.
+pub(crate) fn parse_name(name: &str) -> Option<(u64, LogIndex)> {
+    let stem = name.strip_suffix(SUFFIX)?;
+    let (s, i) = stem.split_once('-')?;
+    if s.len() != 16 || i.len() != 16 {
+        return None;
+    }
+    Some((
+        u64::from_str_radix(s, 16).ok()?,
+        LogIndex(u64::from_str_radix(i, 16).ok()?),
+    ))
+}
+
+/// A torn final record that recovery cut off.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) struct TornTail {
+    /// Where the valid records end and the file was cut.
+    pub(crate) offset: u64,
+    /// How many bytes were dropped.
+    pub(crate) bytes_dropped: u64,
+}
+
+/// Reads the records of one segment's bytes in order, passing each to
+/// `visit` with its offset; returns the torn tail, if the segment has one.
+///
+/// Only the newest segment (`is_last`) may end in a torn record: a record cut
+/// short by the end of the file, or a damaged record after which no valid
+/// record can be found anywhere in the file. Any other damage is
+/// [`StorageError::Corrupt`] naming the record's offset (invariant 2).
+///
+/// The rule errs towards refusing: should a crash leave a hole (zeros)
+/// followed by later, intact records of the same unsynced write, or garbage
+/// that happens to contain a whole valid record, recovery refuses to start
+/// rather than guess; cutting at the reported offset by hand is then safe if
+/// nothing after it was acknowledged.
+pub(crate) fn scan_segment(
+    seg: &SegmentInfo,
+    data: &[u8],
+    is_last: bool,
+    mut visit: impl FnMut(Record<'_>, u64) -> Result<()>,
+) -> Result<(Option<TornTail>, Option<LogIndex>)> {
+    let corrupt = |off: usize, why: &str| StorageError::corrupt(&seg.path, off as u64, why);
+    let mut off = match read_frame_at(data, 0) {
+        Frame::Valid { body, len } => match record::parse_body(body) {
+            Ok(Record::SegmentHeader { seq, first_index })
+                if (seq, first_index) == (seg.seq, seg.first_index) =>
+            {
+                len
+            }
+            Ok(Record::SegmentHeader { .. }) => {
+                return Err(corrupt(0, "segment header does not match the file name"))
+            }
+            Ok(_) => return Err(corrupt(0, "segment does not start with a segment header")),
+            Err(why) => return Err(corrupt(0, why)),
+        },
+        // Invariant 1: a segment's header is never torn.
+        _ => return Err(corrupt(0, "damaged segment header")),
+    };
+    let mut max_index: Option<LogIndex> = None;
+    while off < data.len() {
+        let torn_unless_followed = |after: usize, why: &str| {
+            if is_last && !record::valid_record_after(data, after) {
+                Ok(())
+            } else if is_last {
+                Err(corrupt(
+                    off,
+                    &format!("{why}, and valid records follow, so it is not a torn write"),
+                ))
+            } else {
+                Err(corrupt(off, &format!("{why} in a sealed segment")))
+            }
+        };
+        match read_frame_at(data, off) {
+            Frame::Valid { body, len } => {
+                let rec = record::parse_body(body).map_err(|why| corrupt(off, why))?;
+                let index = match rec {
+                    Record::SegmentHeader { .. } => {
+                        return Err(corrupt(off, "second segment header in one segment"))
+                    }
+                    Record::Entry { index, .. } | Record::Reset { index, .. } => index,
+                };
+                max_index = max_index.max(Some(index));
+                visit(rec, off as u64)?;
+                off += len;
+                continue;
+            }
+            Frame::Truncated if is_last => {}
+            Frame::Truncated => {
+                return Err(corrupt(
+                    off,
+                    "record cut short by the end of a sealed segment",
+                ))
+            }
+            Frame::BadHeader(why) => torn_unless_followed(off + 1, why)?,
+            Frame::BadChecksum { len } => {
+                torn_unless_followed(off + len, "record checksum mismatch")?
+            }
+        }
+        let torn = TornTail {
+            offset: off as u64,
+            bytes_dropped: (data.len() - off) as u64,
+        };
+        return Ok((Some(torn), max_index));
+    }
+    Ok((None, max_index))
+}
+
+fn read_frame_at(data: &[u8], off: usize) -> Frame<'_> {
+    record::read_frame(data.get(off..).unwrap_or(&[]))
+}
+
+/// Sizes the writer works with (validated by the caller).
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct WalLimits {
+    pub(crate) segment_bytes_max: u64,
+    pub(crate) write_flush_bytes: usize,
+}
+
+/// The writer of the newest segment, plus the list of older ones.
+#[derive(Debug)]
+pub(crate) struct Wal {
+    dir: PathBuf,
+    limits: WalLimits,
+    segments: Vec<SegmentInfo>,
+    /// The newest segment, opened for appending.
+    file: File,
+    /// Bytes in `file`, not counting `buf`.
+    file_len: u64,
+    /// Encoded records not yet written to `file`; reused across appends so
+    /// the hot path does not allocate.
+    buf: Vec<u8>,
+    /// Bytes were written to `file` since its last fdatasync.
+    unsynced: bool,
+}
+
+impl Wal {
+    /// Starts a log in a directory that has no segments.
+    pub(crate) fn create(dir: &Path, limits: WalLimits, first_index: LogIndex) -> Result<Wal> {
+        let (file, seg) = create_segment(dir, 0, first_index)?;
+        Ok(Wal {
+            dir: dir.to_path_buf(),
+            limits,
+            segments: vec![seg],
+            file,
+            file_len: SEGMENT_HEADER_RECORD_BYTES as u64,
+            buf: Vec::with_capacity(limits.write_flush_bytes),
+            unsynced: false,
+        })
+    }
+
+    /// Continues the log in recovered `segments` (oldest first), whose last
+    /// one holds `last_len` valid bytes (its torn tail already cut).
+    pub(crate) fn resume(
+        dir: &Path,
+        limits: WalLimits,
+        segments: Vec<SegmentInfo>,
+        last_len: u64,
+    ) -> Result<Wal> {
+        let last = segments.last().expect("resume without segments");
+        let file = OpenOptions::new()
+            .append(true)
+            .open(&last.path)
+            .map_err(|e| StorageError::io("open for append", &last.path, e))?;
+        Ok(Wal {
+            dir: dir.to_path_buf(),
+            limits,
+            segments,
+            file,
+            file_len: last_len,
+            buf: Vec::with_capacity(limits.write_flush_bytes),
+            unsynced: false,
+        })
+    }
+
+    /// The segment files, oldest first.
+    pub(crate) fn segments(&self) -> &[SegmentInfo] {
+        &self.segments
+    }
+
+    fn active(&mut self) -> &mut SegmentInfo {
+        self.segments
+            .last_mut()
+            .expect("a WAL always has a segment")
+    }
+
+    /// Encodes `entries` after everything appended so far. The caller has
+    /// validated them (contiguity, sizes).
+    pub(crate) fn append(&mut self, entries: &[Entry]) -> Result<()> {
+        for e in entries {
+            let size = self.file_len + self.buf.len() as u64;
+            // Roll only a segment that holds records, so a tiny limit in tests
+            // cannot make it roll forever.
+            if size >= self.limits.segment_bytes_max && size > SEGMENT_HEADER_RECORD_BYTES as u64 {
+                self.roll(e.index)?;
+            }
+            record::encode_entry(&mut self.buf, e);
+            let seg = self.active();
+            seg.max_index = seg.max_index.max(Some(e.index));
+            if self.buf.len() >= self.limits.write_flush_bytes {
+                self.flush()?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Records that the log restarts after a snapshot at `(index, term)`.
+    pub(crate) fn append_reset(&mut self, index: LogIndex, term: Term) -> Result<()> {
+        record::encode_reset(&mut self.buf, index, term);
+        let seg = self.active();
+        seg.max_index = seg.max_index.max(Some(index));
+        if self.buf.len() >= self.limits.write_flush_bytes {
+            self.flush()?;
+        }
+        Ok(())
+    }
+
+    /// Hands buffered bytes to the kernel (one write), without syncing.
+    fn flush(&mut self) -> Result<()> {
+        if self.buf.is_empty() {
+            return Ok(());
+        }
+        let path = &self
+            .segments
+            .last()
+            .expect("a WAL always has a segment")
+            .path;
+        self.file
+            .write_all(&self.buf)
+            .map_err(|e| StorageError::io("write", path, e))?;
+        self.file_len += self.buf.len() as u64;
+        self.unsynced = true;
+        self.buf.clear();
+        // One huge entry must not pin its buffer for the life of the process.
+        if self.buf.capacity() > 4 * self.limits.write_flush_bytes {
+            self.buf.shrink_to(self.limits.write_flush_bytes);
+        }
+        Ok(())
+    }
+
+    /// Makes everything appended so far durable: one write, one fdatasync.
+    pub(crate) fn sync(&mut self) -> Result<()> {
+        self.flush()?;
+        if self.unsynced {
+            let path = &self
+                .segments
+                .last()
+                .expect("a WAL always has a segment")
+                .path;
+            // fdatasync: the file size is data for this purpose, and the
+            // other metadata (times) is not worth a journal commit.
+            self.file
+                .sync_data()
+                .map_err(|e| StorageError::io("fdatasync", path, e))?;
+            self.unsynced = false;
+        }
+        Ok(())
+    }
+
+    /// Seals the active segment (durably, invariant 2) and starts the next.
+    fn roll(&mut self, first_index: LogIndex) -> Result<()> {
+        self.sync()?;
+        let seq = self
+            .segments
+            .last()
+            .expect("a WAL always has a segment")
+            .seq
+            + 1;
+        let (file, seg) = create_segment(&self.dir, seq, first_index)?;
+        self.file = file;
+        self.file_len = SEGMENT_HEADER_RECORD_BYTES as u64;
+        self.segments.push(seg);
+        Ok(())
+    }
+
+    /// Deletes the oldest segments whose records all lie at or below `upto`,
+    /// never the active one. Returns how many were deleted.
+    pub(crate) fn compact(&mut self, upto: LogIndex) -> Result<usize> {
+        let sealed = self.segments.len() - 1;
+        let n = self.segments[..sealed]
+            .iter()
+            .take_while(|s| s.max_index.is_none_or(|m| m <= upto))
+            .count();
+        // Oldest first, so a crash part-way leaves a log that still starts
+        // with whole segments in order.
+        for done in 0..n {
+            let path = &self.segments[done].path;
+            if let Err(e) = std::fs::remove_file(path) {
+                let err = StorageError::io("remove", path, e);
+                self.segments.drain(..done);
+                return Err(err);
+            }
+        }
+        self.segments.drain(..n);
+        if n > 0 {
+            fsutil::sync_dir(&self.dir)?;
+        }
+        Ok(n)
+    }
+}
+
+/// Creates segment `seq` holding only its header, atomically (invariant 1),
+/// and opens it for appending.
+fn create_segment(dir: &Path, seq: u64, first_index: LogIndex) -> Result<(File, SegmentInfo)> {
+    let name = file_name(seq, first_index);
+    let mut header = Vec::with_capacity(SEGMENT_HEADER_RECORD_BYTES);
+    record::encode_segment_header(&mut header, seq, first_index);
+    fsutil::atomic_write(dir, &name, &[&header])?;
+    let path = dir.join(&name);
+    let file = OpenOptions::new()
+        .append(true)
+        .open(&path)
+        .map_err(|e| StorageError::io("open for append", &path, e))?;
+    Ok((
+        file,
+        SegmentInfo {
+            seq,
+            first_index,
+            path,
+            max_index: None,
+        },
+    ))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names_sort_in_log_order_and_parse_back() {
+        let names: Vec<_> = [(9, 100), (10, 5), (0x100, 1)]
+            .iter()
+            .map(|&(s, i)| file_name(s, LogIndex(i)))
+            .collect();
+        let mut sorted = names.clone();
+        sorted.sort();
+        assert_eq!(names, sorted);
+        assert_eq!(parse_name(&names[1]), Some((10, LogIndex(5))));
+        assert_eq!(parse_name("1-2.wal"), None);
+        assert_eq!(parse_name("000000000000000g-0000000000000001.wal"), None);
+    }
+}
