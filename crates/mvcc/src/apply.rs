@@ -1,0 +1,606 @@
+//! The write path: applying commands inside one redb write transaction.
+//!
+//! An [`Applier`] holds the open tables of the batch's write transaction and
+//! the store revision as it advances command by command. Each command runs
+//! in two phases:
+//!
+//! ```text
+//!   validate (reads only)          mutate (writes)
+//!   ---------------------------    -----------------------------------
+//!   request error -> Fail::Request  any error -> Fail::Fatal
+//!   (nothing written, the batch      (the batch's transaction is
+//!    goes on)                         aborted, nothing is applied)
+//! ```
+//!
+//! Invariants:
+//! 1. A command bumps the revision at most once: all its writes are at
+//!    `begin + 1` with increasing sub-revisions, and the revision moves only
+//!    if it wrote something.
+//! 2. A request error is only ever returned from the validate phase, so a
+//!    failed command leaves no partial write. What makes this hold for a
+//!    Txn is etcd's own argument: compares and put/range checks run against
+//!    the pre-transaction state, and `check_txn_intervals` forbids two writes
+//!    to one key, so no op can fail once the checks passed. If one does
+//!    anyway, that is a bug and the batch fails as a whole.
+//! 3. Every write keeps the schema invariants of `schema.rs`.
+
+use std::ops::Bound;
+
+use redb::{ReadableTable, Table, WriteTransaction};
+
+use crate::check::check_txn_intervals;
+use crate::command::{Command, Response};
+use crate::error::MvccError;
+use crate::read::{KeyRange, View};
+use crate::schema::{
+    HistKey, Record, CURRENT, HISTORY, LEASES, LEASE_KEYS, META, META_APPLIED_INDEX,
+    META_COMPACT_REVISION, META_REVISION, REVLOG,
+};
+use crate::types::{
+    CompactionResponse, DeleteRangeRequest, DeleteRangeResponse, Event, EventKind, KeyValue,
+    LeaseCheckpointResponse, LeaseGrantResponse, LeaseRevokeResponse, PutRequest, PutResponse,
+    RequestOp, ResponseOp, TxnRequest, TxnResponse,
+};
+
+/// etcd's `MaxLeaseTTL` (lease/lessor.go): 9,000,000,000 seconds.
+pub const LEASE_TTL_MAX_SECS: i64 = 9_000_000_000;
+
+/// Revisions compacted per chunk: compaction reads a chunk of the revision
+/// log, then deletes, so its memory stays bounded whatever the range.
+const COMPACT_CHUNK_REVISIONS: usize = 4096;
+
+/// How a command failed.
+pub(crate) enum Fail {
+    /// The client's request is refused; nothing was written.
+    Request(MvccError),
+    /// The store could not proceed; the whole batch must be abandoned.
+    Fatal(MvccError),
+}
+
+impl From<MvccError> for Fail {
+    fn from(e: MvccError) -> Self {
+        if e.is_request_error() {
+            Fail::Request(e)
+        } else {
+            Fail::Fatal(e)
+        }
+    }
+}
+
+macro_rules! fatal_from {
+    ($($t:ty),*) => {$(
+        impl From<$t> for Fail {
+            fn from(e: $t) -> Self {
+                Fail::Fatal(e.into())
+            }
+        }
+    )*};
+}
+fatal_from!(redb::StorageError, redb::TableError);
+
+/// Turns any error of the mutate phase into a fatal one (invariant 2).
+fn in_mutation(e: MvccError) -> Fail {
+    if e.is_request_error() {
+        Fail::Fatal(MvccError::Invariant(format!(
+            "request error after validation passed: {e}"
+        )))
+    } else {
+        Fail::Fatal(e)
+    }
+}
+
+/// The writes of one command, all at revision `begin + 1`.
+struct Writes {
+    /// The store revision before the command.
+    begin: i64,
+    /// Sub-revision of the next write (= writes so far).
+    sub: u32,
+    /// Events of the writes so far.
+    events: Vec<Event>,
+}
+
+impl Writes {
+    /// The revision a read inside this command sees (etcd's
+    /// `storeTxnWrite.Range`: `beginRev`, plus one once anything changed).
+    fn read_revision(&self) -> i64 {
+        self.begin + i64::from(self.sub > 0)
+    }
+}
+
+/// A [`View`] over the tables of the batch's write transaction.
+type WriteView<'a, 't> =
+    View<'a, Table<'t, &'static [u8], &'static [u8]>, Table<'t, HistKey<'static>, &'static [u8]>>;
+
+/// The open tables of a batch and the state that advances through it.
+pub(crate) struct Applier<'t> {
+    current: Table<'t, &'static [u8], &'static [u8]>,
+    history: Table<'t, HistKey<'static>, &'static [u8]>,
+    revlog: Table<'t, (i64, u32), &'static [u8]>,
+    leases: Table<'t, i64, (i64, i64)>,
+    lease_keys: Table<'t, (i64, &'static [u8]), ()>,
+    /// Store revision after the commands applied so far.
+    pub revision: i64,
+    /// Compacted revision after the commands applied so far.
+    pub compacted: i64,
+    /// Scratch buffer for encoding records, reused to avoid an allocation per write.
+    buf: Vec<u8>,
+}
+
+impl<'t> Applier<'t> {
+    /// Opens the tables of `txn`.
+    pub fn new(
+        txn: &'t WriteTransaction,
+        revision: i64,
+        compacted: i64,
+    ) -> Result<Self, MvccError> {
+        Ok(Applier {
+            current: txn.open_table(CURRENT)?,
+            history: txn.open_table(HISTORY)?,
+            revlog: txn.open_table(REVLOG)?,
+            leases: txn.open_table(LEASES)?,
+            lease_keys: txn.open_table(LEASE_KEYS)?,
+            revision,
+            compacted,
+            buf: Vec::new(),
+        })
+    }
+
+    /// Records the batch's end state in `meta`, in the same transaction as
+    /// the data (DESIGN rule 2).
+    pub fn write_meta(&self, txn: &WriteTransaction, applied_index: u64) -> Result<(), MvccError> {
+        let applied = i64::try_from(applied_index)
+            .map_err(|_| MvccError::Invariant(format!("raft index {applied_index} exceeds i64")))?;
+        let mut meta = txn.open_table(META)?;
+        meta.insert(META_REVISION, self.revision)?;
+        meta.insert(META_COMPACT_REVISION, self.compacted)?;
+        meta.insert(META_APPLIED_INDEX, applied)?;
+        Ok(())
+    }
+
+    fn view(&self, revision: i64) -> WriteView<'_, 't> {
+        View {
+            current: &self.current,
+            history: &self.history,
+            revision,
+            compacted: self.compacted,
+        }
+    }
+
+    fn lease_exists(&self, id: i64) -> Result<bool, MvccError> {
+        Ok(self.leases.get(id)?.is_some())
+    }
+
+    fn live(&self, key: &[u8]) -> Result<Option<KeyValue>, MvccError> {
+        match self.current.get(key)? {
+            Some(v) => Ok(Some(Record::decode(v.value())?.to_kv(key, true))),
+            None => Ok(None),
+        }
+    }
+
+    /// Applies one command. Returns its response and events.
+    pub fn apply(&mut self, command: &Command) -> Result<(Response, Vec<Event>), Fail> {
+        let mut w = Writes {
+            begin: self.revision,
+            sub: 0,
+            events: Vec::new(),
+        };
+        let response = match command {
+            Command::Noop => Response::Noop,
+            Command::Put(req) => {
+                self.validate_put(req)?;
+                Response::Put(self.put(&mut w, req).map_err(in_mutation)?)
+            }
+            Command::DeleteRange(req) => {
+                Response::DeleteRange(self.delete_range(&mut w, req).map_err(in_mutation)?)
+            }
+            Command::Txn(req) => Response::Txn(self.txn(&mut w, req)?),
+            Command::Compact(req) => {
+                self.compact(req.revision)?;
+                Response::Compact(CompactionResponse {
+                    revision: self.revision,
+                })
+            }
+            Command::LeaseGrant(req) => {
+                if req.id == 0 {
+                    return Err(Fail::Request(MvccError::LeaseNotFound));
+                }
+                if req.ttl > LEASE_TTL_MAX_SECS {
+                    return Err(Fail::Request(MvccError::LeaseTtlTooLarge));
+                }
+                if self.lease_exists(req.id)? {
+                    return Err(Fail::Request(MvccError::LeaseExists));
+                }
+                self.leases.insert(req.id, (req.ttl, 0))?;
+                Response::LeaseGrant(LeaseGrantResponse {
+                    revision: self.revision,
+                    id: req.id,
+                    ttl: req.ttl,
+                })
+            }
+            Command::LeaseRevoke(req) => {
+                if !self.lease_exists(req.id)? {
+                    return Err(Fail::Request(MvccError::LeaseNotFound));
+                }
+                self.revoke(&mut w, req.id).map_err(in_mutation)?;
+                Response::LeaseRevoke(LeaseRevokeResponse {
+                    revision: w.read_revision(),
+                })
+            }
+            Command::LeaseCheckpoint(req) => {
+                for cp in &req.checkpoints {
+                    // etcd ignores checkpoints of leases it does not know.
+                    let granted = self.leases.get(cp.id)?.map(|v| v.value().0);
+                    if let Some(granted) = granted {
+                        self.leases.insert(cp.id, (granted, cp.remaining_ttl))?;
+                    }
+                }
+                Response::LeaseCheckpoint(LeaseCheckpointResponse {
+                    revision: self.revision,
+                })
+            }
+        };
+        if w.sub > 0 {
+            self.revision = w.begin + 1;
+        }
+        Ok((response, w.events))
+    }
+
+    /// The lease and existence checks etcd runs before a Put (standalone,
+    /// or for each Put of a Txn's chosen branch before any op runs).
+    fn validate_put(&self, req: &PutRequest) -> Result<(), Fail> {
+        if req.lease != 0 && !self.lease_exists(req.lease)? {
+            return Err(Fail::Request(MvccError::LeaseNotFound));
+        }
+        if (req.ignore_value || req.ignore_lease) && self.current.get(req.key.as_slice())?.is_none()
+        {
+            return Err(Fail::Request(MvccError::KeyNotFound));
+        }
+        Ok(())
+    }
+
+    /// etcd's `applierV3backend.Put` after validation.
+    fn put(&mut self, w: &mut Writes, req: &PutRequest) -> Result<PutResponse, MvccError> {
+        let prev = self.live(&req.key)?;
+        let kept = match &prev {
+            Some(p) => (
+                req.ignore_value.then(|| p.value.clone()),
+                if req.ignore_lease { p.lease } else { req.lease },
+            ),
+            None if req.ignore_value || req.ignore_lease => return Err(MvccError::KeyNotFound),
+            None => (None, req.lease),
+        };
+        let (kept_value, lease) = kept;
+        let value = kept_value.as_deref().unwrap_or(&req.value);
+        let prev_kv = if req.prev_kv { prev.clone() } else { None };
+        self.write_put(w, &req.key, value, lease, prev)?;
+        Ok(PutResponse {
+            revision: w.begin + 1,
+            prev_kv,
+        })
+    }
+
+    /// etcd's `storeTxnWrite.put`.
+    fn write_put(
+        &mut self,
+        w: &mut Writes,
+        key: &[u8],
+        value: &[u8],
+        lease: i64,
+        prev: Option<KeyValue>,
+    ) -> Result<(), MvccError> {
+        let main = w.begin + 1;
+        let sub = w.sub;
+        let (create, version) = match &prev {
+            Some(p) => (p.create_revision, p.version + 1),
+            None => (main, 1),
+        };
+        let record = Record {
+            tombstone: false,
+            mod_main: main,
+            mod_sub: sub,
+            create,
+            version,
+            lease,
+            value,
+        };
+        record.encode_into(&mut self.buf);
+        self.current.insert(key, self.buf.as_slice())?;
+        self.history.insert((key, main, sub), self.buf.as_slice())?;
+        self.revlog.insert((main, sub), key)?;
+        if let Some(old) = prev.as_ref().map(|p| p.lease).filter(|&l| l != 0) {
+            self.lease_keys.remove((old, key))?;
+        }
+        if lease != 0 {
+            self.lease_keys.insert((lease, key), ())?;
+        }
+        w.sub = sub
+            .checked_add(1)
+            .ok_or_else(|| MvccError::Invariant("sub-revision overflow".into()))?;
+        w.events.push(Event {
+            kind: EventKind::Put,
+            kv: record.to_kv(key, true),
+            prev_kv: prev,
+        });
+        Ok(())
+    }
+
+    /// etcd's `storeTxnWrite.delete` of one live key.
+    fn write_delete(&mut self, w: &mut Writes, prev: KeyValue) -> Result<(), MvccError> {
+        let main = w.begin + 1;
+        let sub = w.sub;
+        let key = prev.key.as_slice();
+        let record = Record {
+            tombstone: true,
+            mod_main: main,
+            mod_sub: sub,
+            create: 0,
+            version: 0,
+            lease: 0,
+            value: &[],
+        };
+        record.encode_into(&mut self.buf);
+        self.history.insert((key, main, sub), self.buf.as_slice())?;
+        self.revlog.insert((main, sub), key)?;
+        self.current.remove(key)?;
+        if prev.lease != 0 {
+            self.lease_keys.remove((prev.lease, key))?;
+        }
+        w.sub = sub
+            .checked_add(1)
+            .ok_or_else(|| MvccError::Invariant("sub-revision overflow".into()))?;
+        let kv = KeyValue {
+            key: prev.key.clone(),
+            mod_revision: main,
+            ..KeyValue::default()
+        };
+        w.events.push(Event {
+            kind: EventKind::Delete,
+            kv,
+            prev_kv: Some(prev),
+        });
+        Ok(())
+    }
+
+    /// etcd's `applierV3backend.DeleteRange`.
+    fn delete_range(
+        &mut self,
+        w: &mut Writes,
+        req: &DeleteRangeRequest,
+    ) -> Result<DeleteRangeResponse, MvccError> {
+        let range = KeyRange::new(&req.key, &req.range_end);
+        let mut victims = Vec::new();
+        self.view(w.read_revision())
+            .visit(range, w.read_revision(), |k, r| {
+                victims.push(r.to_kv(k, true));
+                Ok(true)
+            })?;
+        let deleted = victims.len() as i64;
+        let prev_kvs = if req.prev_kv {
+            victims.clone()
+        } else {
+            Vec::new()
+        };
+        for prev in victims {
+            self.write_delete(w, prev)?;
+        }
+        Ok(DeleteRangeResponse {
+            revision: w.read_revision(),
+            deleted,
+            prev_kvs,
+        })
+    }
+
+    /// etcd's `lessor.Revoke`: deletes the attached keys in ascending key
+    /// order, all in one revision, then the lease.
+    fn revoke(&mut self, w: &mut Writes, id: i64) -> Result<(), MvccError> {
+        let hi = match id.checked_add(1) {
+            Some(next) => Bound::Excluded((next, &[][..])),
+            None => Bound::Unbounded,
+        };
+        let mut keys = Vec::new();
+        for entry in self
+            .lease_keys
+            .range::<(i64, &[u8])>((Bound::Included((id, &[][..])), hi))?
+        {
+            keys.push(entry?.0.value().1.to_vec());
+        }
+        for key in &keys {
+            if let Some(prev) = self.live(key)? {
+                self.write_delete(w, prev)?;
+            }
+            // Detached by write_delete; removed here too in case the key was
+            // already gone, so the lease leaves no trace.
+            self.lease_keys.remove((id, key.as_slice()))?;
+        }
+        self.leases.remove(id)?;
+        Ok(())
+    }
+
+    /// etcd's `applierV3backend.Txn`.
+    fn txn(&mut self, w: &mut Writes, req: &TxnRequest) -> Result<TxnResponse, Fail> {
+        // etcd checks this in its API layer; repeated here because
+        // invariant 2 depends on it.
+        check_txn_intervals(req)?;
+        let view = self.view(w.read_revision());
+        let mut path = Vec::new();
+        compare_path(&view, req, &mut path)?;
+        let mut at = 0;
+        check_ops(req, &path, &mut at, &mut |op| match op {
+            RequestOp::Put(p) => self.validate_put(p),
+            _ => Ok(()),
+        })?;
+        let mut at = 0;
+        let (revision, compacted) = (view.revision, view.compacted);
+        check_ops(req, &path, &mut at, &mut |op| match op {
+            RequestOp::Range(r) if r.revision != 0 => {
+                if r.revision > revision {
+                    Err(Fail::Request(MvccError::FutureRevision {
+                        current_revision: revision,
+                    }))
+                } else if r.revision < compacted {
+                    Err(Fail::Request(MvccError::Compacted {
+                        compact_revision: compacted,
+                    }))
+                } else {
+                    Ok(())
+                }
+            }
+            _ => Ok(()),
+        })?;
+        let mut at = 0;
+        let mut resp = self.exec_txn(w, req, &path, &mut at).map_err(in_mutation)?;
+        resp.revision = w.read_revision();
+        Ok(resp)
+    }
+
+    /// etcd's `applyTxn`: runs the branch `path[*at]` chose; nested
+    /// transactions consume the following path entries.
+    fn exec_txn(
+        &mut self,
+        w: &mut Writes,
+        req: &TxnRequest,
+        path: &[bool],
+        at: &mut usize,
+    ) -> Result<TxnResponse, MvccError> {
+        let succeeded = path[*at];
+        *at += 1;
+        let ops = if succeeded {
+            &req.success
+        } else {
+            &req.failure
+        };
+        let mut responses = Vec::with_capacity(ops.len());
+        for op in ops {
+            responses.push(match op {
+                RequestOp::Range(r) => ResponseOp::Range(self.view(w.read_revision()).range(r)?),
+                RequestOp::Put(p) => ResponseOp::Put(self.put(w, p)?),
+                RequestOp::DeleteRange(d) => ResponseOp::DeleteRange(self.delete_range(w, d)?),
+                // etcd leaves a nested transaction's header empty.
+                RequestOp::Txn(t) => ResponseOp::Txn(self.exec_txn(w, t, path, at)?),
+            });
+        }
+        Ok(TxnResponse {
+            revision: 0,
+            succeeded,
+            responses,
+        })
+    }
+
+    /// etcd's `Compact` with synchronous physical removal: for every
+    /// revision in `(compacted, rev]`, drop the version it supersedes, and
+    /// drop it too if it is a tombstone.
+    fn compact(&mut self, rev: i64) -> Result<(), Fail> {
+        if rev <= self.compacted {
+            return Err(Fail::Request(MvccError::Compacted {
+                compact_revision: self.compacted,
+            }));
+        }
+        if rev > self.revision {
+            return Err(Fail::Request(MvccError::FutureRevision {
+                current_revision: self.revision,
+            }));
+        }
+        let mut lo = Bound::Excluded((self.compacted, u32::MAX));
+        loop {
+            let mut chunk: Vec<(i64, u32, Vec<u8>)> = Vec::with_capacity(COMPACT_CHUNK_REVISIONS);
+            for entry in self
+                .revlog
+                .range::<(i64, u32)>((lo, Bound::Included((rev, u32::MAX))))?
+                .take(COMPACT_CHUNK_REVISIONS)
+            {
+                let (k, v) = entry?;
+                let (main, sub) = k.value();
+                chunk.push((main, sub, v.value().to_vec()));
+            }
+            let Some(&(last_main, last_sub, _)) = chunk.last() else {
+                break;
+            };
+            for (main, sub, key) in &chunk {
+                let key = key.as_slice();
+                let superseded = self
+                    .history
+                    .range::<HistKey<'_>>((key, i64::MIN, 0)..(key, *main, *sub))?
+                    .next_back()
+                    .transpose()?
+                    .map(|(k, _)| (k.value().1, k.value().2));
+                if let Some((m, s)) = superseded {
+                    self.history.remove((key, m, s))?;
+                    self.revlog.remove((m, s))?;
+                }
+                let tombstone = match self.history.get((key, *main, *sub))? {
+                    Some(v) => Record::decode(v.value())?.tombstone,
+                    None => {
+                        return Err(Fail::Fatal(MvccError::Corrupt(format!(
+                            "revlog entry {main}.{sub} without history"
+                        ))))
+                    }
+                };
+                if tombstone {
+                    self.history.remove((key, *main, *sub))?;
+                    self.revlog.remove((*main, *sub))?;
+                }
+            }
+            if chunk.len() < COMPACT_CHUNK_REVISIONS {
+                break;
+            }
+            lo = Bound::Excluded((last_main, last_sub));
+        }
+        self.compacted = rev;
+        Ok(())
+    }
+}
+
+/// etcd's `compareToPath`: evaluates the compares of `req` and of every
+/// nested transaction on the chosen branches, all against the
+/// pre-transaction view, depth first.
+fn compare_path<C, H>(
+    view: &View<'_, C, H>,
+    req: &TxnRequest,
+    path: &mut Vec<bool>,
+) -> Result<(), MvccError>
+where
+    C: ReadableTable<&'static [u8], &'static [u8]>,
+    H: ReadableTable<HistKey<'static>, &'static [u8]>,
+{
+    let mut succeeded = true;
+    for c in &req.compare {
+        if !view.compare(c)? {
+            succeeded = false;
+            break;
+        }
+    }
+    path.push(succeeded);
+    for op in if succeeded {
+        &req.success
+    } else {
+        &req.failure
+    } {
+        if let RequestOp::Txn(t) = op {
+            compare_path(view, t, path)?;
+        }
+    }
+    Ok(())
+}
+
+/// etcd's `checkRequests`: runs `f` on every non-Txn op of the chosen
+/// branches.
+fn check_ops(
+    req: &TxnRequest,
+    path: &[bool],
+    at: &mut usize,
+    f: &mut dyn FnMut(&RequestOp) -> Result<(), Fail>,
+) -> Result<(), Fail> {
+    let succeeded = path[*at];
+    *at += 1;
+    for op in if succeeded {
+        &req.success
+    } else {
+        &req.failure
+    } {
+        match op {
+            RequestOp::Txn(t) => check_ops(t, path, at, f)?,
+            op => f(op)?,
+        }
+    }
+    Ok(())
+}
