@@ -258,6 +258,12 @@ impl Store {
         Ok(outputs)
     }
 
+    /// Changes how later batches commit (e.g. `Immediate` while the WAL is
+    /// being compacted, `Deferred` again afterwards).
+    pub fn set_commit_durability(&mut self, durability: CommitDurability) {
+        self.options.commit_durability = durability;
+    }
+
     /// Makes everything applied so far durable (one fsync'd empty commit,
     /// which persists all earlier non-durable commits).
     pub fn flush(&mut self) -> Result<(), MvccError> {
@@ -453,7 +459,7 @@ impl StoreReader {
         }
         let mut batch = EventBatch {
             events: Vec::new(),
-            next_revision: snap.revision + 1,
+            next_revision: start_revision.max(snap.revision + 1),
             current_revision: snap.revision,
             compact_revision: snap.compacted,
         };

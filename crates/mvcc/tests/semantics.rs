@@ -881,6 +881,15 @@ fn events_since_reads_history_in_order() {
     assert_eq!(first.next_revision, 8);
     let first = r.events_since(2, b"a", b"\0", 1).unwrap();
     assert_eq!((first.events.len(), first.next_revision), (1, 3));
+    let future = r.events_since(100, b"a", b"\0", 0).unwrap();
+    assert_eq!(
+        (
+            future.events.len(),
+            future.next_revision,
+            future.current_revision
+        ),
+        (0, 100, 7)
+    );
     // Events as returned by apply equal events read back.
     let out = h.ok(Command::Put(put_req("c", "again")));
     let back = h
