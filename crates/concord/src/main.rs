@@ -1,0 +1,43 @@
+//! `concord`: the command-line entry point. Thin by design: it parses flags
+//! and hands over to the library crates; errors become a message and a
+//! non-zero exit here, at the edge.
+
+mod dev;
+mod serve;
+
+use clap::{Parser, Subcommand};
+
+#[derive(Parser)]
+#[command(name = "concord", version, about = "Concord: a replicated store with an etcd v3 face")]
+struct Cli {
+    #[command(subcommand)]
+    command: Option<Command>,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run one member (flags follow etcd's names and defaults).
+    Serve(serve::ServeArgs),
+    /// Start a local cluster of `concord serve` processes; Ctrl-C stops it.
+    Dev(dev::DevArgs),
+}
+
+fn main() {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    let cli = Cli::parse();
+    let result = match cli.command {
+        Some(Command::Serve(args)) => serve::run(args),
+        None => serve::run(serve::ServeArgs::default()),
+        Some(Command::Dev(args)) => dev::run(args),
+    };
+    if let Err(e) = result {
+        eprintln!("concord: {e:#}");
+        std::process::exit(1);
+    }
+}

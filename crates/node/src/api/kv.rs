@@ -1,0 +1,123 @@
+//! `etcdserverpb.KV`: Range, Put, DeleteRange, Txn, Compact.
+
+use super::convert::*;
+use super::{mvcc_status, server_status, Api};
+use concord_etcd_proto::etcdserverpb as pb;
+use concord_etcd_proto::etcdserverpb::kv_server::Kv;
+use concord_etcd_proto::prost::Message;
+use concord_mvcc::{check, Command, Response};
+use tonic::{Request, Status};
+
+fn unexpected(what: &str) -> Status {
+    Status::internal(format!("concord: unexpected response to {what}"))
+}
+
+#[tonic::async_trait]
+impl Kv for Api {
+    async fn range(
+        &self,
+        request: Request<pb::RangeRequest>,
+    ) -> Result<tonic::Response<pb::RangeResponse>, Status> {
+        let request = request.into_inner();
+        self.check_size(request.encoded_len())?;
+        let range = range_from_pb(request)?;
+        check::check_range(&range).map_err(|e| mvcc_status(&e))?;
+        if !range.serializable {
+            self.shared.read_barrier().await.map_err(server_status)?;
+        }
+        let reader = self.shared.reader.clone();
+        let response = tokio::task::spawn_blocking(move || reader.range(&range))
+            .await
+            .map_err(|_| Status::internal("concord: range task failed"))?
+            .map_err(|e| mvcc_status(&e))?;
+        let header = self.header(response.revision);
+        Ok(tonic::Response::new(range_to_pb(response, header)))
+    }
+
+    async fn put(
+        &self,
+        request: Request<pb::PutRequest>,
+    ) -> Result<tonic::Response<pb::PutResponse>, Status> {
+        let request = request.into_inner();
+        self.check_size(request.encoded_len())?;
+        let put = put_from_pb(request);
+        check::check_put(&put).map_err(|e| mvcc_status(&e))?;
+        let output = self
+            .shared
+            .propose(Command::Put(put))
+            .await
+            .map_err(server_status)?;
+        match output.response {
+            Response::Put(r) => {
+                let header = self.header(output.revision.0);
+                Ok(tonic::Response::new(put_to_pb(r, header)))
+            }
+            _ => Err(unexpected("put")),
+        }
+    }
+
+    async fn delete_range(
+        &self,
+        request: Request<pb::DeleteRangeRequest>,
+    ) -> Result<tonic::Response<pb::DeleteRangeResponse>, Status> {
+        let request = request.into_inner();
+        self.check_size(request.encoded_len())?;
+        let delete = delete_from_pb(request);
+        check::check_delete_range(&delete).map_err(|e| mvcc_status(&e))?;
+        let output = self
+            .shared
+            .propose(Command::DeleteRange(delete))
+            .await
+            .map_err(server_status)?;
+        match output.response {
+            Response::DeleteRange(r) => {
+                let header = self.header(output.revision.0);
+                Ok(tonic::Response::new(delete_to_pb(r, header)))
+            }
+            _ => Err(unexpected("delete")),
+        }
+    }
+
+    async fn txn(
+        &self,
+        request: Request<pb::TxnRequest>,
+    ) -> Result<tonic::Response<pb::TxnResponse>, Status> {
+        let request = request.into_inner();
+        self.check_size(request.encoded_len())?;
+        let txn = txn_from_pb(request)?;
+        check::check_txn(&txn, self.max_txn_ops).map_err(|e| mvcc_status(&e))?;
+        let output = self
+            .shared
+            .propose(Command::Txn(txn))
+            .await
+            .map_err(server_status)?;
+        match output.response {
+            Response::Txn(r) => {
+                let header = self.header(output.revision.0);
+                Ok(tonic::Response::new(txn_to_pb(r, header)))
+            }
+            _ => Err(unexpected("txn")),
+        }
+    }
+
+    async fn compact(
+        &self,
+        request: Request<pb::CompactionRequest>,
+    ) -> Result<tonic::Response<pb::CompactionResponse>, Status> {
+        let request = request.into_inner();
+        let output = self
+            .shared
+            .propose(Command::Compact(concord_mvcc::CompactionRequest {
+                revision: request.revision,
+                physical: request.physical,
+            }))
+            .await
+            .map_err(server_status)?;
+        match output.response {
+            Response::Compact(_) => Ok(tonic::Response::new(pb::CompactionResponse {
+                header: Some(self.header(output.revision.0)),
+            })),
+            _ => Err(unexpected("compact")),
+        }
+    }
+}

@@ -1,0 +1,356 @@
+//! Starting and stopping a member: the data directory layout, bootstrap of a
+//! new cluster, recovery, and wiring of the replica loop, the peer transport
+//! and the client API.
+//!
+//! Data directory layout (`--data-dir`):
+//! ```text
+//! member/id.json        member id, cluster id (fixed at first start)
+//! member/wal/           write-ahead log segments, hard state, snapshots
+//! member/db             MVCC store (redb)
+//! member/members.json   member table
+//! ```
+//!
+//! Invariants:
+//! 1. A new cluster's log starts with one AddVoter entry per initial member,
+//!    identical on every member (term 1, committed), so a member that later
+//!    replays the log from index 1 learns the same configuration.
+//! 2. On restart the flags about the initial cluster are ignored: identity
+//!    and membership come from the data directory, as in etcd.
+
+use crate::api::{Api, GRPC_OVERHEAD_BYTES};
+use crate::config::{ClusterState, NodeConfig};
+use crate::members::{member_id, ConfChangeContext, Members};
+use crate::replica::{event_channel, Replica, ReplicaError, ReplicaParts, Request, Shared};
+use crate::transport::{url_to_addr, FaultRules, Transport};
+use bytes::Bytes;
+use concord_etcd_proto::etcdserverpb::{
+    cluster_server::ClusterServer, kv_server::KvServer, maintenance_server::MaintenanceServer,
+};
+use concord_mvcc::{Store, StoreOptions};
+use concord_raft::{
+    Config as RaftConfig, ConfChange, ConfChangeKind, Entry, EntryKind, HardState, LogIndex,
+    NodeId, Raft, RestoredState, Term,
+};
+use concord_storage::{RaftStorage, StorageOptions};
+use serde::{Deserialize, Serialize};
+use std::net::SocketAddr;
+use std::path::Path;
+use std::sync::atomic::{AtomicBool, AtomicU64};
+use std::sync::{Arc, RwLock};
+use std::time::Duration;
+
+/// Why a member could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    /// A flag is invalid.
+    #[error("invalid configuration: {0}")]
+    Config(String),
+    /// The data directory could not be read or written.
+    #[error("data directory: {0}")]
+    Io(#[from] std::io::Error),
+    /// The write-ahead log is damaged.
+    #[error("write-ahead log: {0}")]
+    Storage(#[from] concord_storage::StorageError),
+    /// The MVCC store is damaged.
+    #[error("state machine: {0}")]
+    Store(#[from] concord_mvcc::MvccError),
+    /// The Raft configuration is invalid.
+    #[error("raft: {0}")]
+    Raft(#[from] concord_raft::ConfigError),
+}
+
+#[derive(Serialize, Deserialize)]
+struct Identity {
+    member_id: u64,
+    cluster_id: u64,
+    name: String,
+}
+
+/// A running member.
+pub struct RunningNode {
+    /// Shared state (ids, leader, store reader).
+    pub shared: Arc<Shared>,
+    /// The peer transport (fault injection for tests).
+    pub transport: Arc<Transport>,
+    /// Addresses the client API listens on.
+    pub client_addrs: Vec<SocketAddr>,
+    runtime: Option<tokio::runtime::Runtime>,
+    replica_thread: Option<std::thread::JoinHandle<Result<(), ReplicaError>>>,
+}
+
+impl RunningNode {
+    /// Blocks until the replica loop stops (fatal error or shutdown).
+    pub fn wait(mut self) -> Result<(), ReplicaError> {
+        let result = match self.replica_thread.take() {
+            Some(handle) => handle.join().unwrap_or(Ok(())),
+            None => Ok(()),
+        };
+        if let Some(runtime) = self.runtime.take() {
+            runtime.shutdown_timeout(Duration::from_secs(1));
+        }
+        result
+    }
+
+    /// Stops the member cleanly.
+    pub fn shutdown(self) -> Result<(), ReplicaError> {
+        let _ = self.shared.inbox.send(Request::Shutdown);
+        self.wait()
+    }
+
+    /// A handle on the runtime, for tasks that must run beside the member.
+    pub fn runtime(&self) -> &tokio::runtime::Runtime {
+        self.runtime.as_ref().expect("runtime lives until wait")
+    }
+}
+
+/// The cluster id: one per cluster token (members of one cluster share it).
+pub fn cluster_id_for(token: &str) -> u64 {
+    crate::members::fnv1a64(&[b"concord-cluster", token.as_bytes()]).max(1)
+}
+
+fn load_or_create_identity(dir: &Path, config: &NodeConfig) -> Result<Identity, StartError> {
+    let path = dir.join("id.json");
+    if let Ok(bytes) = std::fs::read(&path) {
+        return serde_json::from_slice(&bytes).map_err(|e| {
+            StartError::Config(format!("{} is damaged: {e}", path.display()))
+        });
+    }
+    let identity = Identity {
+        member_id: member_id(&config.initial_advertise_peer_urls, &config.initial_cluster_token),
+        cluster_id: cluster_id_for(&config.initial_cluster_token),
+        name: config.name.clone(),
+    };
+    crate::members::write_atomically(&path, &serde_json::to_vec(&identity).expect("plain data"))?;
+    Ok(identity)
+}
+
+/// Initial members grouped by name: (id, name, peer URLs), sorted by id.
+fn initial_members(config: &NodeConfig) -> Vec<(u64, String, Vec<String>)> {
+    let mut by_name: std::collections::BTreeMap<String, Vec<String>> = Default::default();
+    for (name, url) in &config.initial_cluster {
+        by_name.entry(name.clone()).or_default().push(url.clone());
+    }
+    let mut out: Vec<(u64, String, Vec<String>)> = by_name
+        .into_iter()
+        .map(|(name, urls)| (member_id(&urls, &config.initial_cluster_token), name, urls))
+        .collect();
+    out.sort_by_key(|(id, _, _)| *id);
+    out
+}
+
+/// Starts a member and returns once it is serving.
+pub fn start(config: NodeConfig) -> Result<RunningNode, StartError> {
+    config.validate().map_err(StartError::Config)?;
+    let member_dir = config.data_dir.join("member");
+    std::fs::create_dir_all(&member_dir)?;
+    let identity = load_or_create_identity(&member_dir, &config)?;
+
+    let (mut storage, recovered) = RaftStorage::open(&member_dir.join("wal"), StorageOptions::default())?;
+    for note in &recovered.notes {
+        tracing::warn!(?note, "write-ahead log recovery");
+    }
+    let fresh = recovered.snapshot.is_none()
+        && recovered.entries.is_empty()
+        && recovered.hard_state == HardState::default();
+    let mut hard_state = recovered.hard_state;
+    let mut entries = recovered.entries;
+    if fresh && config.initial_cluster_state == ClusterState::New {
+        // Invariant 1: the same bootstrap entries on every initial member.
+        let mut index = LogIndex(0);
+        for (id, name, urls) in initial_members(&config) {
+            index = index.next();
+            let context = ConfChangeContext {
+                name,
+                peer_urls: urls,
+            };
+            let change = ConfChange {
+                kind: ConfChangeKind::AddVoter,
+                node: NodeId(id),
+                context: Bytes::from(serde_json::to_vec(&context).expect("plain data")),
+            };
+            entries.push(Entry {
+                term: Term(1),
+                index,
+                kind: EntryKind::ConfChange,
+                data: change.encode(),
+            });
+        }
+        hard_state = HardState {
+            term: Term(1),
+            vote: None,
+            commit: index,
+        };
+        storage.append(&entries)?;
+        storage.set_hard_state(&hard_state)?;
+        storage.sync_commit()?;
+    }
+
+    let mut store = Store::open(member_dir.join("db"), StoreOptions::default())?;
+    let members_path = member_dir.join("members.json");
+    let mut members = Members::load(&members_path)?;
+    if let Some(snapshot) = &recovered.snapshot {
+        let snapshot_index = snapshot.meta.index.0;
+        if store.applied_index() < snapshot_index || members.applied_index < snapshot_index {
+            let (snap_members, stream) = crate::replica::decode_snapshot(&snapshot.data)
+                .map_err(|e| StartError::Config(format!("snapshot: {e}")))?;
+            if store.applied_index() < snapshot_index {
+                store.restore_from(stream)?;
+            }
+            if members.applied_index < snapshot_index {
+                members = snap_members;
+                members.applied_index = snapshot_index;
+                members.save(&members_path)?;
+            }
+        }
+    }
+    let applied = LogIndex(store.applied_index().min(members.applied_index));
+
+    let election_ticks = (config.election_timeout_ms / config.heartbeat_interval_ms).max(5) as u32;
+    let mut raft_config = RaftConfig::new(NodeId(identity.member_id), identity.member_id ^ std::process::id() as u64);
+    raft_config.election_timeout_ticks_min = election_ticks;
+    raft_config.election_timeout_ticks_max = election_ticks * 2;
+    raft_config.heartbeat_interval_ticks = 1;
+    let raft = Raft::new(
+        raft_config,
+        RestoredState {
+            hard_state,
+            snapshot: recovered.snapshot.clone(),
+            entries,
+            initial_conf: Default::default(),
+            applied,
+        },
+    )?;
+
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .thread_name("concord-io")
+        .build()?;
+    let transport = Transport::new(NodeId(identity.member_id), identity.cluster_id, runtime.handle().clone());
+    // Peers known from the flags and from the member table; conf changes
+    // applied later add or remove more.
+    for (id, _, urls) in initial_members(&config) {
+        if let Some(addr) = urls.first().and_then(|u| url_to_addr(u).ok()) {
+            transport.add_peer(NodeId(id), addr);
+        }
+    }
+    for member in members.members.values() {
+        if let Some(addr) = member.peer_urls.first().and_then(|u| url_to_addr(u).ok()) {
+            transport.add_peer(NodeId(member.id), addr);
+        }
+    }
+
+    let (inbox_tx, inbox_rx) = crossbeam_channel::unbounded();
+    let is_learner = members
+        .members
+        .get(&identity.member_id)
+        .is_some_and(|m| m.is_learner);
+    let shared = Arc::new(Shared {
+        member_id: identity.member_id,
+        cluster_id: identity.cluster_id,
+        name: config.name.clone(),
+        leader: AtomicU64::new(0),
+        term: AtomicU64::new(hard_state.term.0),
+        commit_index: AtomicU64::new(hard_state.commit.0),
+        applied_index: AtomicU64::new(store.applied_index()),
+        is_learner: AtomicBool::new(is_learner),
+        stopped: AtomicBool::new(false),
+        members: RwLock::new(members.clone()),
+        reader: store.reader(),
+        inbox: inbox_tx.clone(),
+        events: event_channel(),
+        request_timeout: Duration::from_millis(5000 + 2 * config.election_timeout_ms),
+    });
+
+    // Listeners are bound before the loop starts so a port clash is an error
+    // at start, not a silent failure later.
+    let peer_addr = url_to_addr(&config.listen_peer_urls[0]).map_err(StartError::Config)?;
+    let peer_listener = runtime
+        .block_on(tokio::net::TcpListener::bind(&peer_addr))
+        .map_err(|e| StartError::Config(format!("cannot listen on peer URL {peer_addr}: {e}")))?;
+    let mut client_listeners = Vec::new();
+    for url in &config.listen_client_urls {
+        let addr = url_to_addr(url).map_err(StartError::Config)?;
+        let listener = runtime
+            .block_on(tokio::net::TcpListener::bind(&addr))
+            .map_err(|e| StartError::Config(format!("cannot listen on client URL {addr}: {e}")))?;
+        client_listeners.push(listener);
+    }
+    let client_addrs: Vec<SocketAddr> = client_listeners
+        .iter()
+        .filter_map(|l| l.local_addr().ok())
+        .collect();
+
+    let deliver_inbox = inbox_tx.clone();
+    let transport_for_peers = Arc::clone(&transport);
+    runtime.spawn(async move {
+        transport_for_peers
+            .serve(peer_listener, move |inbound| {
+                let _ = deliver_inbox.send(Request::Peer(inbound));
+            })
+            .await;
+    });
+
+    let api = Api {
+        shared: Arc::clone(&shared),
+        max_request_bytes: config.max_request_bytes,
+        max_txn_ops: config.max_txn_ops,
+        cluster_token: config.initial_cluster_token.clone(),
+    };
+    let max_message = config.max_request_bytes + GRPC_OVERHEAD_BYTES;
+    for listener in client_listeners {
+        let api = api.clone();
+        runtime.spawn(async move {
+            let (health_reporter, health_service) = concord_etcd_proto::health::server::health_reporter();
+            health_reporter
+                .set_service_status("", concord_etcd_proto::health::ServingStatus::Serving)
+                .await;
+            let incoming = tokio_stream::wrappers::TcpListenerStream::new(listener);
+            let result = tonic::transport::Server::builder()
+                .tcp_nodelay(true)
+                .add_service(
+                    KvServer::new(api.clone())
+                        .max_decoding_message_size(max_message)
+                        .max_encoding_message_size(usize::MAX),
+                )
+                .add_service(ClusterServer::new(api.clone()).max_decoding_message_size(max_message))
+                .add_service(
+                    MaintenanceServer::new(api.clone()).max_decoding_message_size(max_message),
+                )
+                .add_service(health_service)
+                .serve_with_incoming(incoming)
+                .await;
+            if let Err(e) = result {
+                tracing::error!(error = %e, "client API server stopped");
+            }
+        });
+    }
+
+    let replica = Replica::new(ReplicaParts {
+        raft,
+        storage,
+        store,
+        members,
+        members_path,
+        transport: Arc::clone(&transport),
+        shared: Arc::clone(&shared),
+        inbox: inbox_rx,
+        tick: Duration::from_millis(config.heartbeat_interval_ms),
+        snapshot_count: config.snapshot_count,
+        client_urls: config.advertise_client_urls.clone(),
+    });
+    let replica_thread = std::thread::Builder::new()
+        .name("concord-raft".into())
+        .spawn(move || replica.run())?;
+
+    if !config.enable_fault_injection {
+        transport.set_faults(FaultRules::default());
+    }
+    Ok(RunningNode {
+        shared,
+        transport,
+        client_addrs,
+        runtime: Some(runtime),
+        replica_thread: Some(replica_thread),
+    })
+}

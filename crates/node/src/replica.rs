@@ -1,0 +1,821 @@
+//! The replica loop: one thread that owns the Raft core, its durable
+//! storage and the MVCC store, and drives them in the order the core's
+//! `Ready` contract requires.
+//!
+//! ```text
+//!  API tasks --Request--> inbox --> [ loop: step/propose/read/tick
+//!  peer transport ------> inbox         ready -> send messages
+//!                                       append + fsync (group commit)
+//!                                       send after-persist messages
+//!                                       apply committed (one store txn)
+//!                                       answer proposals and reads ]
+//! ```
+//!
+//! Invariants:
+//! 1. A proposal is answered only after its entry is applied on this member,
+//!    which happens only after it is committed (durable on a quorum) and
+//!    durable here (DESIGN rule 2).
+//! 2. A linearizable read is released only once this member has applied
+//!    through the read index confirmed by the leader.
+//! 3. Every waiting request has a deadline; the loop never holds a request
+//!    forever, and a full inbox is not possible to create from outside
+//!    faster than the API's in-flight limit allows.
+//! 4. A storage or store error stops the member with a clear message rather
+//!    than continuing with state that may have diverged.
+
+use crate::envelope::{Envelope, Payload};
+use crate::members::{ConfChangeContext, Member, Members};
+use crate::transport::{Inbound, Transport};
+use bytes::Bytes;
+use concord_mvcc::{Command, CommandOutput, Event, MvccError, Store, StoreReader};
+use concord_raft::{
+    ConfChange, ConfChangeKind, Entry, EntryKind, LogIndex, NodeId, ProposeError, Raft, Ready,
+    Snapshot,
+};
+use concord_storage::RaftStorage;
+use crossbeam_channel::{Receiver, RecvTimeoutError, Sender};
+use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, RwLock};
+use std::time::{Duration, Instant};
+use tokio::sync::{broadcast, oneshot};
+
+/// Requests drained from the inbox per loop turn, at most, before the loop
+/// persists and answers (bounds the latency one turn can add).
+const MAX_REQUESTS_PER_TURN: usize = 4096;
+
+/// Watch event batches buffered for slow subscribers before they lag.
+const EVENT_CHANNEL_BATCHES: usize = 4096;
+
+/// Snapshot data format version.
+const SNAPSHOT_FORMAT_V1: u8 = 1;
+
+/// Errors a client can see, with etcd's messages.
+#[derive(Debug, thiserror::Error)]
+pub enum ServerError {
+    /// No leader is known.
+    #[error("etcdserver: no leader")]
+    NoLeader,
+    /// The request did not complete in time; it may or may not take effect.
+    #[error("etcdserver: request timed out")]
+    Timeout,
+    /// Leadership changed while the request was in flight.
+    #[error("etcdserver: leader changed")]
+    LeaderChanged,
+    /// Back-pressure: too many proposals in flight.
+    #[error("etcdserver: too many requests")]
+    TooManyRequests,
+    /// The member is stopping.
+    #[error("etcdserver: server stopped")]
+    Stopped,
+    /// A membership change is refused.
+    #[error("etcdserver: {0}")]
+    Membership(String),
+    /// The state machine refused the command.
+    #[error(transparent)]
+    Mvcc(#[from] MvccError),
+}
+
+/// Something the API asks the replica loop to do.
+pub enum Request {
+    /// Replicate and apply a command.
+    Propose {
+        /// The command.
+        command: Command,
+        /// Answered once applied here.
+        reply: oneshot::Sender<Result<CommandOutput, ServerError>>,
+    },
+    /// Wait until a linearizable read may be served locally.
+    Read {
+        /// Answered once the read index is applied here.
+        reply: oneshot::Sender<Result<(), ServerError>>,
+    },
+    /// Messages or forwarded proposals from a peer.
+    Peer(Inbound),
+    /// A membership change; answered with the new member table once applied.
+    ConfChange {
+        /// The change.
+        change: ConfChange,
+        /// Answered once applied here.
+        reply: oneshot::Sender<Result<Members, ServerError>>,
+    },
+    /// Move leadership to another member.
+    TransferLeader {
+        /// Target member id.
+        target: u64,
+        /// Answered when the transfer started (or failed).
+        reply: oneshot::Sender<Result<(), ServerError>>,
+    },
+    /// Stop the loop.
+    Shutdown,
+}
+
+/// State the API reads without going through the loop.
+pub struct Shared {
+    /// This member's id.
+    pub member_id: u64,
+    /// The cluster id.
+    pub cluster_id: u64,
+    /// This member's name.
+    pub name: String,
+    /// Known leader id (0 = none).
+    pub leader: AtomicU64,
+    /// Current term.
+    pub term: AtomicU64,
+    /// Commit index.
+    pub commit_index: AtomicU64,
+    /// Applied index.
+    pub applied_index: AtomicU64,
+    /// Whether this member is a learner.
+    pub is_learner: AtomicBool,
+    /// Set once the loop stopped.
+    pub stopped: AtomicBool,
+    /// The member table.
+    pub members: RwLock<Members>,
+    /// Concurrent reads of the MVCC store.
+    pub reader: StoreReader,
+    /// The loop's inbox.
+    pub inbox: Sender<Request>,
+    /// Applied events, in revision order, for watchers.
+    pub events: broadcast::Sender<Arc<Vec<Event>>>,
+    /// How long a request may wait.
+    pub request_timeout: Duration,
+}
+
+impl Shared {
+    /// Proposes a command and waits for its result.
+    pub async fn propose(&self, command: Command) -> Result<CommandOutput, ServerError> {
+        let (reply, rx) = oneshot::channel();
+        self.inbox
+            .send(Request::Propose { command, reply })
+            .map_err(|_| ServerError::Stopped)?;
+        match tokio::time::timeout(self.request_timeout, rx).await {
+            Ok(Ok(result)) => result,
+            Ok(Err(_)) => Err(ServerError::Stopped),
+            Err(_) => Err(ServerError::Timeout),
+        }
+    }
+
+    /// Waits until a linearizable read may be served from the local store.
+    pub async fn read_barrier(&self) -> Result<(), ServerError> {
+        let (reply, rx) = oneshot::channel();
+        self.inbox
+            .send(Request::Read { reply })
+            .map_err(|_| ServerError::Stopped)?;
+        match tokio::time::timeout(self.request_timeout, rx).await {
+            Ok(Ok(result)) => result,
+            Ok(Err(_)) => Err(ServerError::Stopped),
+            Err(_) => Err(ServerError::Timeout),
+        }
+    }
+
+    /// Proposes a membership change and waits until it is applied here.
+    pub async fn change_membership(&self, change: ConfChange) -> Result<Members, ServerError> {
+        let (reply, rx) = oneshot::channel();
+        self.inbox
+            .send(Request::ConfChange { change, reply })
+            .map_err(|_| ServerError::Stopped)?;
+        match tokio::time::timeout(self.request_timeout, rx).await {
+            Ok(Ok(result)) => result,
+            Ok(Err(_)) => Err(ServerError::Stopped),
+            Err(_) => Err(ServerError::Timeout),
+        }
+    }
+
+    /// Starts a leadership transfer.
+    pub async fn transfer_leader(&self, target: u64) -> Result<(), ServerError> {
+        let (reply, rx) = oneshot::channel();
+        self.inbox
+            .send(Request::TransferLeader { target, reply })
+            .map_err(|_| ServerError::Stopped)?;
+        match tokio::time::timeout(self.request_timeout, rx).await {
+            Ok(Ok(result)) => result,
+            Ok(Err(_)) => Err(ServerError::Stopped),
+            Err(_) => Err(ServerError::Timeout),
+        }
+    }
+
+    /// Known leader, if any.
+    pub fn leader(&self) -> Option<u64> {
+        match self.leader.load(Ordering::Acquire) {
+            0 => None,
+            id => Some(id),
+        }
+    }
+}
+
+enum Waiter {
+    Command(oneshot::Sender<Result<CommandOutput, ServerError>>),
+    Attributes,
+    Conf(oneshot::Sender<Result<Members, ServerError>>),
+}
+
+/// Everything the loop needs to start.
+pub struct ReplicaParts {
+    /// The Raft core, restored.
+    pub raft: Raft,
+    /// Durable log.
+    pub storage: RaftStorage,
+    /// State machine.
+    pub store: Store,
+    /// Member table and where it lives.
+    pub members: Members,
+    /// Path of the member table file.
+    pub members_path: PathBuf,
+    /// Peer transport.
+    pub transport: Arc<Transport>,
+    /// Shared state.
+    pub shared: Arc<Shared>,
+    /// The inbox.
+    pub inbox: Receiver<Request>,
+    /// Tick length.
+    pub tick: Duration,
+    /// Applied entries between snapshots.
+    pub snapshot_count: u64,
+    /// Client URLs to publish.
+    pub client_urls: Vec<String>,
+}
+
+/// The loop's state.
+pub struct Replica {
+    raft: Raft,
+    storage: RaftStorage,
+    store: Store,
+    members: Members,
+    members_path: PathBuf,
+    transport: Arc<Transport>,
+    shared: Arc<Shared>,
+    inbox: Receiver<Request>,
+    tick: Duration,
+    snapshot_count: u64,
+    client_urls: Vec<String>,
+    next_sequence: u64,
+    waiters: HashMap<u64, Waiter>,
+    waiter_deadlines: VecDeque<(Instant, u64)>,
+    next_read_context: u64,
+    reads_in_flight: HashMap<u64, oneshot::Sender<Result<(), ServerError>>>,
+    read_deadlines: VecDeque<(Instant, u64)>,
+    reads_waiting_apply: BTreeMap<LogIndex, Vec<oneshot::Sender<Result<(), ServerError>>>>,
+    last_snapshot_index: LogIndex,
+    attributes_pending: bool,
+    attributes_published: bool,
+}
+
+/// Creates the snapshot payload: member table, then the store's own stream.
+fn encode_snapshot(members: &Members, store: &Store) -> Result<Bytes, MvccError> {
+    let members_json = serde_json::to_vec(members).expect("plain data serializes");
+    let mut out = Vec::with_capacity(members_json.len() + 1024);
+    out.push(SNAPSHOT_FORMAT_V1);
+    out.extend_from_slice(&(members_json.len() as u32).to_le_bytes());
+    out.extend_from_slice(&members_json);
+    store.reader().snapshot_to(&mut out)?;
+    Ok(Bytes::from(out))
+}
+
+/// Splits a snapshot payload into the member table and the store stream.
+pub fn decode_snapshot(data: &[u8]) -> Result<(Members, &[u8]), String> {
+    if data.len() < 5 || data[0] != SNAPSHOT_FORMAT_V1 {
+        return Err("unknown snapshot format".into());
+    }
+    let len = u32::from_le_bytes(data[1..5].try_into().expect("4 bytes")) as usize;
+    if data.len() < 5 + len {
+        return Err("truncated snapshot member table".into());
+    }
+    let members: Members =
+        serde_json::from_slice(&data[5..5 + len]).map_err(|e| format!("member table: {e}"))?;
+    Ok((members, &data[5 + len..]))
+}
+
+/// Why the loop stopped.
+#[derive(Debug, thiserror::Error)]
+pub enum ReplicaError {
+    /// The WAL failed: the member cannot promise durability any more.
+    #[error("storage: {0}")]
+    Storage(#[from] concord_storage::StorageError),
+    /// The state machine failed.
+    #[error("state machine: {0}")]
+    Store(#[from] MvccError),
+    /// The member table could not be saved.
+    #[error("member table: {0}")]
+    Members(#[from] std::io::Error),
+    /// A snapshot from the leader could not be installed.
+    #[error("snapshot: {0}")]
+    Snapshot(String),
+}
+
+impl Replica {
+    /// Builds the loop from its parts.
+    pub fn new(parts: ReplicaParts) -> Replica {
+        let last_snapshot_index = parts.raft.log().snapshot_meta().index;
+        // Sequence numbers start from the clock so a restarted member never
+        // reuses one still referenced by an unapplied entry of its past life.
+        let start = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_nanos() as u64)
+            .unwrap_or(1);
+        Replica {
+            raft: parts.raft,
+            storage: parts.storage,
+            store: parts.store,
+            members: parts.members,
+            members_path: parts.members_path,
+            transport: parts.transport,
+            shared: parts.shared,
+            inbox: parts.inbox,
+            tick: parts.tick,
+            snapshot_count: parts.snapshot_count,
+            client_urls: parts.client_urls,
+            next_sequence: start,
+            waiters: HashMap::new(),
+            waiter_deadlines: VecDeque::new(),
+            next_read_context: 1,
+            reads_in_flight: HashMap::new(),
+            read_deadlines: VecDeque::new(),
+            reads_waiting_apply: BTreeMap::new(),
+            last_snapshot_index,
+            attributes_pending: false,
+            attributes_published: false,
+        }
+    }
+
+    /// Runs until shutdown or a fatal error.
+    pub fn run(mut self) -> Result<(), ReplicaError> {
+        let mut next_tick = Instant::now() + self.tick;
+        let result = loop {
+            let now = Instant::now();
+            let wait = next_tick.saturating_duration_since(now);
+            match self.inbox.recv_timeout(wait) {
+                Ok(Request::Shutdown) => break Ok(()),
+                Ok(request) => {
+                    let mut stop = self.handle(request);
+                    let mut handled = 1;
+                    while !stop && handled < MAX_REQUESTS_PER_TURN {
+                        match self.inbox.try_recv() {
+                            Ok(Request::Shutdown) => stop = true,
+                            Ok(request) => {
+                                stop = self.handle(request);
+                                handled += 1;
+                            }
+                            Err(_) => break,
+                        }
+                    }
+                    if stop {
+                        break Ok(());
+                    }
+                }
+                Err(RecvTimeoutError::Timeout) => {}
+                Err(RecvTimeoutError::Disconnected) => break Ok(()),
+            }
+            let now = Instant::now();
+            if now >= next_tick {
+                self.raft.tick();
+                next_tick = now + self.tick;
+                self.expire_deadlines(now);
+                self.maybe_publish_attributes();
+            }
+            if let Err(e) = self.drive() {
+                break Err(e);
+            }
+        };
+        self.shared.stopped.store(true, Ordering::Release);
+        let _ = self.storage.sync_commit();
+        let _ = self.store.flush();
+        result
+    }
+
+    fn handle(&mut self, request: Request) -> bool {
+        match request {
+            Request::Shutdown => return true,
+            Request::Propose { command, reply } => {
+                let sequence = self.next_sequence();
+                let envelope = Envelope {
+                    origin: self.shared.member_id,
+                    sequence,
+                    payload: Payload::Kv(command),
+                };
+                self.propose(envelope.encode(), sequence, Waiter::Command(reply));
+            }
+            Request::Read { reply } => {
+                let context = self.next_read_context;
+                self.next_read_context += 1;
+                match self.raft.read_index(context) {
+                    Ok(()) => {
+                        self.reads_in_flight.insert(context, reply);
+                        self.read_deadlines
+                            .push_back((Instant::now() + self.shared.request_timeout, context));
+                    }
+                    Err(_) => {
+                        let _ = reply.send(Err(ServerError::NoLeader));
+                    }
+                }
+            }
+            Request::Peer(Inbound::Raft(messages)) => {
+                for m in messages {
+                    self.raft.step(m);
+                }
+            }
+            Request::Peer(Inbound::Forward(proposals)) => {
+                for proposal in proposals {
+                    // Junk from a peer never enters the log.
+                    if Envelope::decode(&proposal).is_ok() {
+                        let _ = self.raft.propose(proposal);
+                    }
+                }
+            }
+            Request::ConfChange { change, reply } => match self.raft.propose_conf_change(change) {
+                Ok(index) => {
+                    let sequence = index.0 | (1 << 63);
+                    self.waiters.insert(sequence, Waiter::Conf(reply));
+                    self.waiter_deadlines
+                        .push_back((Instant::now() + self.shared.request_timeout, sequence));
+                }
+                Err(e) => {
+                    let _ = reply.send(Err(propose_error(e)));
+                }
+            },
+            Request::TransferLeader { target, reply } => {
+                let result = self
+                    .raft
+                    .transfer_leadership(NodeId(target))
+                    .map_err(propose_error);
+                let _ = reply.send(result);
+            }
+        }
+        false
+    }
+
+    fn next_sequence(&mut self) -> u64 {
+        self.next_sequence = (self.next_sequence + 1) & !(1 << 63);
+        self.next_sequence
+    }
+
+    fn propose(&mut self, data: Bytes, sequence: u64, waiter: Waiter) {
+        let result = if self.raft.role() == concord_raft::Role::Leader {
+            self.raft.propose(data).map(|_| ())
+        } else {
+            match self.raft.leader() {
+                Some(leader) => {
+                    if self.transport.forward(leader, data) {
+                        Ok(())
+                    } else {
+                        Err(ProposeError::Backpressure)
+                    }
+                }
+                None => Err(ProposeError::NotLeader { leader: None }),
+            }
+        };
+        match result {
+            Ok(()) => {
+                self.waiters.insert(sequence, waiter);
+                self.waiter_deadlines
+                    .push_back((Instant::now() + self.shared.request_timeout, sequence));
+            }
+            Err(e) => match waiter {
+                Waiter::Command(reply) => {
+                    let _ = reply.send(Err(propose_error(e)));
+                }
+                Waiter::Conf(reply) => {
+                    let _ = reply.send(Err(propose_error(e)));
+                }
+                Waiter::Attributes => self.attributes_pending = false,
+            },
+        }
+    }
+
+    fn maybe_publish_attributes(&mut self) {
+        if self.attributes_published || self.attributes_pending || self.raft.leader().is_none() {
+            return;
+        }
+        let me = self.shared.member_id;
+        let current = self.members.members.get(&me);
+        if current.is_some_and(|m| m.name == self.shared.name && m.client_urls == self.client_urls)
+        {
+            self.attributes_published = true;
+            return;
+        }
+        let sequence = self.next_sequence();
+        let envelope = Envelope {
+            origin: me,
+            sequence,
+            payload: Payload::MemberAttributes {
+                id: me,
+                name: self.shared.name.clone(),
+                client_urls: self.client_urls.clone(),
+            },
+        };
+        self.attributes_pending = true;
+        self.propose(envelope.encode(), sequence, Waiter::Attributes);
+    }
+
+    fn expire_deadlines(&mut self, now: Instant) {
+        while let Some(&(deadline, sequence)) = self.waiter_deadlines.front() {
+            if deadline > now {
+                break;
+            }
+            self.waiter_deadlines.pop_front();
+            match self.waiters.remove(&sequence) {
+                Some(Waiter::Command(reply)) => {
+                    let _ = reply.send(Err(ServerError::Timeout));
+                }
+                Some(Waiter::Conf(reply)) => {
+                    let _ = reply.send(Err(ServerError::Timeout));
+                }
+                Some(Waiter::Attributes) => self.attributes_pending = false,
+                None => {}
+            }
+        }
+        while let Some(&(deadline, context)) = self.read_deadlines.front() {
+            if deadline > now {
+                break;
+            }
+            self.read_deadlines.pop_front();
+            if let Some(reply) = self.reads_in_flight.remove(&context) {
+                let _ = reply.send(Err(ServerError::Timeout));
+            }
+        }
+    }
+
+    /// Processes every pending `Ready`.
+    fn drive(&mut self) -> Result<(), ReplicaError> {
+        while self.raft.has_ready() {
+            let ready = self.raft.ready();
+            self.process(ready)?;
+        }
+        Ok(())
+    }
+
+    fn process(&mut self, ready: Ready) -> Result<(), ReplicaError> {
+        let needs_persist = ready.needs_persist();
+        // 1. Messages that depend on nothing unpersisted go out first, so
+        //    followers write in parallel with our own fsync.
+        self.transport.send(ready.messages);
+
+        // 2. Durability: snapshot, entries, hard state, one fsync.
+        if let Some(snapshot) = &ready.snapshot {
+            self.install_snapshot(snapshot)?;
+        }
+        if !ready.entries.is_empty() {
+            self.storage.append(&ready.entries)?;
+        }
+        if let Some(hs) = &ready.hard_state {
+            self.storage.set_hard_state(hs)?;
+        }
+        if needs_persist {
+            self.storage.sync()?;
+        }
+
+        // 3. What promised durability may now go out.
+        self.transport.send(ready.messages_after_persist);
+        self.raft.on_persisted(ready.persist_marker);
+
+        if let Some(soft) = ready.soft_state {
+            self.shared
+                .leader
+                .store(soft.leader.map(|l| l.0).unwrap_or(0), Ordering::Release);
+            self.shared.term.store(soft.term.0, Ordering::Release);
+            if !soft.is_leader {
+                // Forwarded proposals in flight may be lost with the old
+                // leader; their deadlines answer them.
+            }
+        }
+
+        // 4. Apply.
+        self.apply(ready.committed_entries)?;
+        self.shared
+            .commit_index
+            .store(self.raft.log().committed().0, Ordering::Release);
+
+        // 5. Reads.
+        for read in ready.read_states {
+            let Some(reply) = self.reads_in_flight.remove(&read.context) else {
+                continue;
+            };
+            match read.index {
+                Some(index) if index.0 <= self.store.applied_index() => {
+                    let _ = reply.send(Ok(()));
+                }
+                Some(index) => self.reads_waiting_apply.entry(index).or_default().push(reply),
+                None => {
+                    let _ = reply.send(Err(ServerError::LeaderChanged));
+                }
+            }
+        }
+        self.release_reads();
+        self.maybe_snapshot()?;
+        Ok(())
+    }
+
+    fn release_reads(&mut self) {
+        let applied = LogIndex(self.store.applied_index());
+        while let Some(entry) = self.reads_waiting_apply.first_entry() {
+            if *entry.key() > applied {
+                break;
+            }
+            for reply in entry.remove() {
+                let _ = reply.send(Ok(()));
+            }
+        }
+    }
+
+    fn apply(&mut self, entries: Vec<Entry>) -> Result<(), ReplicaError> {
+        if entries.is_empty() {
+            return Ok(());
+        }
+        let mut batch: Vec<(u64, Command)> = Vec::with_capacity(entries.len());
+        let mut owners: Vec<Option<u64>> = Vec::with_capacity(entries.len());
+        let mut members_changed = false;
+        let mut conf_applied: Vec<u64> = Vec::new();
+        for entry in entries {
+            let index = entry.index.0;
+            match entry.kind {
+                EntryKind::ConfChange => {
+                    if index > self.members.applied_index {
+                        if let Ok(change) = ConfChange::decode(&entry.data) {
+                            self.apply_conf_change(&change);
+                            members_changed = true;
+                        }
+                    }
+                    conf_applied.push(index);
+                    batch.push((index, Command::Noop));
+                    owners.push(None);
+                }
+                EntryKind::Normal if entry.data.is_empty() => {
+                    batch.push((index, Command::Noop));
+                    owners.push(None);
+                }
+                EntryKind::Normal => match Envelope::decode(&entry.data) {
+                    Ok(envelope) => {
+                        let mine = envelope.origin == self.shared.member_id;
+                        let owner = mine.then_some(envelope.sequence);
+                        match envelope.payload {
+                            Payload::Kv(command) => {
+                                batch.push((index, command));
+                                owners.push(owner);
+                            }
+                            Payload::MemberAttributes {
+                                id,
+                                name,
+                                client_urls,
+                            } => {
+                                if index > self.members.applied_index {
+                                    if let Some(member) = self.members.members.get_mut(&id) {
+                                        member.name = name;
+                                        member.client_urls = client_urls;
+                                        members_changed = true;
+                                    }
+                                }
+                                if mine && self.waiters.remove(&envelope.sequence).is_some() {
+                                    self.attributes_pending = false;
+                                    self.attributes_published = true;
+                                }
+                                batch.push((index, Command::Noop));
+                                owners.push(None);
+                            }
+                        }
+                    }
+                    Err(e) => {
+                        // Every member sees the same bytes, so skipping is
+                        // deterministic; it can only come from a bug.
+                        tracing::error!(index, error = %e, "skipping undecodable entry");
+                        batch.push((index, Command::Noop));
+                        owners.push(None);
+                    }
+                },
+            }
+        }
+        let last_index = batch.last().map(|(i, _)| *i).unwrap_or(0);
+        let results = self.store.apply_batch(&batch)?;
+        if members_changed || last_index > self.members.applied_index {
+            self.members.applied_index = last_index;
+            if members_changed {
+                self.members.save(&self.members_path)?;
+                *self.shared.members.write().expect("lock") = self.members.clone();
+            }
+        }
+        let mut events: Vec<Event> = Vec::new();
+        for (result, owner) in results.into_iter().zip(owners) {
+            if let Ok(output) = &result {
+                events.extend(output.events.iter().cloned());
+            }
+            let Some(sequence) = owner else { continue };
+            if let Some(Waiter::Command(reply)) = self.waiters.remove(&sequence) {
+                let _ = reply.send(result.map_err(ServerError::from));
+            }
+        }
+        for index in conf_applied {
+            if let Some(Waiter::Conf(reply)) = self.waiters.remove(&(index | (1 << 63))) {
+                let _ = reply.send(Ok(self.members.clone()));
+            }
+        }
+        if !events.is_empty() {
+            let _ = self.shared.events.send(Arc::new(events));
+        }
+        self.shared
+            .applied_index
+            .store(self.store.applied_index(), Ordering::Release);
+        Ok(())
+    }
+
+    fn apply_conf_change(&mut self, change: &ConfChange) {
+        let id = change.node.0;
+        let context: ConfChangeContext = serde_json::from_slice(&change.context).unwrap_or_default();
+        match change.kind {
+            ConfChangeKind::AddVoter | ConfChangeKind::AddLearner => {
+                let member = self.members.members.entry(id).or_insert_with(|| Member {
+                    id,
+                    ..Default::default()
+                });
+                if !context.peer_urls.is_empty() {
+                    member.peer_urls = context.peer_urls.clone();
+                }
+                if !context.name.is_empty() && member.name.is_empty() {
+                    member.name = context.name.clone();
+                }
+                member.is_learner = change.kind == ConfChangeKind::AddLearner;
+                if id == self.shared.member_id {
+                    self.shared
+                        .is_learner
+                        .store(member.is_learner, Ordering::Release);
+                } else if let Some(url) = member.peer_urls.first() {
+                    if let Ok(addr) = crate::transport::url_to_addr(url) {
+                        self.transport.add_peer(NodeId(id), addr);
+                    }
+                }
+            }
+            ConfChangeKind::Remove => {
+                self.members.members.remove(&id);
+                self.transport.remove_peer(NodeId(id));
+            }
+        }
+    }
+
+    fn install_snapshot(&mut self, snapshot: &Snapshot) -> Result<(), ReplicaError> {
+        self.storage.save_snapshot(snapshot)?;
+        let (members, store_stream) =
+            decode_snapshot(&snapshot.data).map_err(ReplicaError::Snapshot)?;
+        self.store.restore_from(store_stream)?;
+        self.members = members;
+        self.members.applied_index = snapshot.meta.index.0;
+        self.members.save(&self.members_path)?;
+        *self.shared.members.write().expect("lock") = self.members.clone();
+        for member in self.members.members.values() {
+            if member.id != self.shared.member_id {
+                if let Some(addr) = member
+                    .peer_urls
+                    .first()
+                    .and_then(|u| crate::transport::url_to_addr(u).ok())
+                {
+                    self.transport.add_peer(NodeId(member.id), addr);
+                }
+            }
+        }
+        self.last_snapshot_index = snapshot.meta.index;
+        self.shared
+            .applied_index
+            .store(self.store.applied_index(), Ordering::Release);
+        Ok(())
+    }
+
+    fn maybe_snapshot(&mut self) -> Result<(), ReplicaError> {
+        let applied = LogIndex(self.store.applied_index());
+        if applied.0 < self.last_snapshot_index.0 + self.snapshot_count {
+            return Ok(());
+        }
+        if applied > self.raft.log().applied() {
+            return Ok(());
+        }
+        let data = encode_snapshot(&self.members, &self.store)?;
+        let Ok(meta) = self.raft.compact(applied, data.clone()) else {
+            return Ok(());
+        };
+        self.storage.save_snapshot(&Snapshot {
+            meta: meta.clone(),
+            data,
+        })?;
+        // The store's own durable point may lag; keep the WAL needed to
+        // replay from it.
+        self.store.flush()?;
+        let keep_from = LogIndex(self.store.durable_applied_index().min(meta.index.0));
+        self.storage.compact(keep_from)?;
+        self.last_snapshot_index = meta.index;
+        Ok(())
+    }
+}
+
+fn propose_error(e: ProposeError) -> ServerError {
+    match e {
+        ProposeError::NotLeader { .. } => ServerError::NoLeader,
+        ProposeError::TransferInProgress => ServerError::LeaderChanged,
+        ProposeError::Backpressure => ServerError::TooManyRequests,
+        ProposeError::ConfChangeInProgress => {
+            ServerError::Membership("unhealthy cluster".to_string())
+        }
+        ProposeError::Invalid(why) => ServerError::Membership(why.to_string()),
+    }
+}
+
+/// Creates the broadcast channel for applied events.
+pub fn event_channel() -> broadcast::Sender<Arc<Vec<Event>>> {
+    broadcast::channel(EVENT_CHANNEL_BATCHES).0
+}
