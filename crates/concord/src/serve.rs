@@ -58,6 +58,9 @@ pub struct ServeArgs {
     /// Enable the fault-injection admin calls (for `concord check` only).
     #[arg(long, hide = true)]
     enable_fault_injection: bool,
+    /// Where the fault-injection admin endpoint listens (with the flag above).
+    #[arg(long, hide = true)]
+    fault_admin_url: Option<String>,
 }
 
 fn to_config(args: ServeArgs) -> anyhow::Result<NodeConfig> {
@@ -118,6 +121,7 @@ fn to_config(args: ServeArgs) -> anyhow::Result<NodeConfig> {
         config.snapshot_count = v;
     }
     config.enable_fault_injection = args.enable_fault_injection;
+    config.fault_admin_url = args.fault_admin_url;
     config.validate().map_err(err)?;
     Ok(config)
 }

@@ -60,6 +60,8 @@ pub struct NodeConfig {
     pub snapshot_count: u64,
     /// Enables the fault-injection admin calls used by `concord check`.
     pub enable_fault_injection: bool,
+    /// Where the fault-injection admin HTTP endpoint listens (test only).
+    pub fault_admin_url: Option<String>,
 }
 
 impl NodeConfig {
@@ -83,6 +85,7 @@ impl NodeConfig {
             election_timeout_ms: DEFAULT_ELECTION_MS,
             snapshot_count: DEFAULT_SNAPSHOT_COUNT,
             enable_fault_injection: false,
+            fault_admin_url: None,
         }
     }
 

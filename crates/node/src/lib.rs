@@ -9,6 +9,7 @@
 //! `concord-raft` core does), or interpret protobuf anywhere but `api`.
 #![forbid(unsafe_code)]
 
+pub mod admin;
 pub mod api;
 pub mod codec;
 pub mod config;

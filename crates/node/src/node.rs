@@ -260,6 +260,7 @@ pub fn start(config: NodeConfig) -> Result<RunningNode, StartError> {
         inbox: inbox_tx.clone(),
         events: event_channel(),
         request_timeout: Duration::from_millis(5000 + 2 * config.election_timeout_ms),
+        tick_scale_percent: AtomicU64::new(100),
     });
 
     // Listeners are bound before the loop starts so a port clash is an error
@@ -343,8 +344,19 @@ pub fn start(config: NodeConfig) -> Result<RunningNode, StartError> {
         .name("concord-raft".into())
         .spawn(move || replica.run())?;
 
-    if !config.enable_fault_injection {
-        transport.set_faults(FaultRules::default());
+    transport.set_faults(FaultRules::default());
+    if config.enable_fault_injection {
+        if let Some(url) = &config.fault_admin_url {
+            let addr = url_to_addr(url).map_err(StartError::Config)?;
+            let listener = runtime
+                .block_on(tokio::net::TcpListener::bind(&addr))
+                .map_err(|e| StartError::Config(format!("cannot listen on admin URL {addr}: {e}")))?;
+            let state = crate::admin::AdminState {
+                shared: Arc::clone(&shared),
+                transport: Arc::clone(&transport),
+            };
+            runtime.spawn(crate::admin::serve(listener, state));
+        }
     }
     Ok(RunningNode {
         shared,

@@ -141,6 +141,9 @@ pub struct Shared {
     pub events: broadcast::Sender<Arc<Vec<Event>>>,
     /// How long a request may wait.
     pub request_timeout: Duration,
+    /// Tick length as a percentage of the configured one (fault injection:
+    /// a node whose timers run fast or slow).
+    pub tick_scale_percent: AtomicU64,
 }
 
 impl Shared {
@@ -370,7 +373,8 @@ impl Replica {
             let now = Instant::now();
             if now >= next_tick {
                 self.raft.tick();
-                next_tick = now + self.tick;
+                let scale = self.shared.tick_scale_percent.load(Ordering::Relaxed).clamp(1, 10_000);
+                next_tick = now + self.tick * scale as u32 / 100;
                 self.expire_deadlines(now);
                 self.maybe_publish_attributes();
             }
