@@ -30,6 +30,6 @@ pub use raft::Mistakes;
 pub use raft::{CompactError, ProposeError, Raft, RestoredState, Role, Status};
 pub use ready::{PersistMarker, ReadState, Ready, SoftState};
 pub use types::{
-    ConfChange, ConfChangeKind, ConfState, Entry, EntryKind, HardState, LogIndex, NodeId,
-    Snapshot, SnapshotMeta, Term,
+    ConfChange, ConfChangeKind, ConfState, Entry, EntryKind, HardState, LogIndex, NodeId, Snapshot,
+    SnapshotMeta, Term,
 };

@@ -142,7 +142,8 @@ impl RaftLog {
     /// Whether a candidate's log with this tail is at least as up to date as
     /// ours (section 5.4.1).
     pub fn is_up_to_date(&self, last_index: LogIndex, last_term: Term) -> bool {
-        last_term > self.last_term() || (last_term == self.last_term() && last_index >= self.last_index())
+        last_term > self.last_term()
+            || (last_term == self.last_term() && last_index >= self.last_index())
     }
 
     /// Entries in `[low, high]`, stopping once `max_bytes` is exceeded (at
@@ -172,7 +173,11 @@ impl RaftLog {
     /// Appends entries created by the leader at the tail.
     pub fn append(&mut self, new_entries: impl IntoIterator<Item = Entry>) {
         for entry in new_entries {
-            assert_eq!(entry.index, self.last_index().next(), "leader append must be contiguous");
+            assert_eq!(
+                entry.index,
+                self.last_index().next(),
+                "leader append must be contiguous"
+            );
             assert!(entry.term >= self.last_term(), "terms must not decrease");
             self.entries.push_back(entry);
         }
@@ -381,7 +386,11 @@ mod tests {
         assert_eq!(last, Some(LogIndex(3)));
         assert_eq!(log.last_index(), LogIndex(3));
         assert_eq!(log.term(LogIndex(3)), Some(Term(3)));
-        assert_eq!(log.persisted(), LogIndex(2), "replaced entries are no longer durable");
+        assert_eq!(
+            log.persisted(),
+            LogIndex(2),
+            "replaced entries are no longer durable"
+        );
         assert_eq!(log.take_unstable().len(), 1);
     }
 
@@ -389,7 +398,10 @@ mod tests {
     fn try_append_keeps_longer_matching_log() {
         // A delayed, shorter append must not truncate entries it agrees with.
         let mut log = log_of(&[1, 1, 2, 2]);
-        assert_eq!(log.try_append(LogIndex(1), Term(1), &[entry(2, 1)]), Some(LogIndex(2)));
+        assert_eq!(
+            log.try_append(LogIndex(1), Term(1), &[entry(2, 1)]),
+            Some(LogIndex(2))
+        );
         assert_eq!(log.last_index(), LogIndex(4));
     }
 
@@ -403,8 +415,14 @@ mod tests {
     #[test]
     fn conflict_hint_skips_a_whole_term() {
         let log = log_of(&[1, 1, 3, 3, 3]);
-        assert_eq!(log.conflict_hint(LogIndex(5), Term(2)), (LogIndex(2), Term(1)));
-        assert_eq!(log.conflict_hint(LogIndex(9), Term(3)), (LogIndex(5), Term(3)));
+        assert_eq!(
+            log.conflict_hint(LogIndex(5), Term(2)),
+            (LogIndex(2), Term(1))
+        );
+        assert_eq!(
+            log.conflict_hint(LogIndex(9), Term(3)),
+            (LogIndex(5), Term(3))
+        );
     }
 
     #[test]
@@ -412,11 +430,17 @@ mod tests {
         let mut log = log_of(&[]);
         log.append([entry(1, 1), entry(2, 1)]);
         log.commit_to(LogIndex(2));
-        assert!(log.take_committed(usize::MAX).is_empty(), "nothing durable yet");
+        assert!(
+            log.take_committed(usize::MAX).is_empty(),
+            "nothing durable yet"
+        );
         let _ = log.take_unstable();
         assert!(log.persisted_to(LogIndex(1), Term(1)));
         assert_eq!(log.take_committed(usize::MAX).len(), 1);
-        assert!(!log.persisted_to(LogIndex(2), Term(9)), "stale term ignored");
+        assert!(
+            !log.persisted_to(LogIndex(2), Term(9)),
+            "stale term ignored"
+        );
     }
 
     #[test]
@@ -432,6 +456,11 @@ mod tests {
         assert_eq!(log.term(LogIndex(2)), Some(Term(2)));
         assert_eq!(log.term(LogIndex(1)), None);
         assert!(log.slice(LogIndex(2), LogIndex(3), usize::MAX).is_none());
-        assert_eq!(log.slice(LogIndex(3), LogIndex(3), usize::MAX).unwrap().len(), 1);
+        assert_eq!(
+            log.slice(LogIndex(3), LogIndex(3), usize::MAX)
+                .unwrap()
+                .len(),
+            1
+        );
     }
 }

@@ -189,9 +189,15 @@ mod tests {
     fn stale_rejections_are_ignored() {
         let mut p = Progress::new(LogIndex(10));
         p.acknowledge(LogIndex(8));
-        assert!(!p.reject(LogIndex(7), LogIndex(3)), "already matched beyond it");
+        assert!(
+            !p.reject(LogIndex(7), LogIndex(3)),
+            "already matched beyond it"
+        );
         assert!(p.reject(LogIndex(9), LogIndex(8)));
         assert_eq!(p.next_index, LogIndex(9));
-        assert!(!p.reject(LogIndex(5), LogIndex(2)), "probe answers only its own probe");
+        assert!(
+            !p.reject(LogIndex(5), LogIndex(2)),
+            "probe answers only its own probe"
+        );
     }
 }

@@ -162,6 +162,12 @@ struct IncomingSnapshot {
     meta: SnapshotMeta,
     total_bytes: u64,
     buffer: Vec<u8>,
+    /// Chunks that arrived ahead of `buffer`'s end, by offset. The leader
+    /// keeps at most `SNAPSHOT_WINDOW_CHUNKS` in flight, so holding that
+    /// many absorbs any reordering within the window; without it every
+    /// reordered chunk was dropped and resent a heartbeat later, and the
+    /// simulator saw small-chunk streams crawl at one chunk per round trip.
+    ahead: BTreeMap<u64, Bytes>,
 }
 
 /// One Raft member. See the crate documentation for the call protocol.
@@ -198,6 +204,11 @@ pub struct Raft {
     last_soft_state: SoftState,
     /// The newest local snapshot, kept to stream to lagging followers.
     snapshot: Option<Snapshot>,
+    /// The snapshot each follower in `ReplicationState::Snapshot` is being
+    /// sent, pinned when the stream starts: a compaction during the stream
+    /// replaces `snapshot`, and restarting the stream on every compaction
+    /// could starve a slow follower forever (found by the simulator).
+    outgoing_snapshots: BTreeMap<NodeId, Snapshot>,
     incoming: Option<IncomingSnapshot>,
     snapshot_to_install: Option<Snapshot>,
     uncommitted_bytes: usize,
@@ -259,6 +270,7 @@ impl Raft {
                 term: restored.hard_state.term,
             },
             snapshot: restored.snapshot,
+            outgoing_snapshots: BTreeMap::new(),
             incoming: None,
             snapshot_to_install: None,
             uncommitted_bytes: 0,
@@ -461,7 +473,9 @@ impl Raft {
         }
         let next = change.apply_to(&self.conf);
         if next.voters.is_empty() {
-            return Err(ProposeError::Invalid("a change may not remove the last voter"));
+            return Err(ProposeError::Invalid(
+                "a change may not remove the last voter",
+            ));
         }
         let (index, _) = self.propose_entries(vec![(EntryKind::ConfChange, change.encode())])?;
         self.pending_conf_index = index;
@@ -481,7 +495,8 @@ impl Raft {
             return Err(ProposeError::TransferInProgress);
         }
         let bytes: usize = commands.iter().map(|(_, d)| d.len() + 24).sum();
-        if self.uncommitted_bytes > 0 && self.uncommitted_bytes + bytes > self.config.max_uncommitted_bytes
+        if self.uncommitted_bytes > 0
+            && self.uncommitted_bytes + bytes > self.config.max_uncommitted_bytes
         {
             return Err(ProposeError::Backpressure);
         }
@@ -568,7 +583,10 @@ impl Raft {
         }
         let meta = SnapshotMeta {
             index,
-            term: self.log.term(index).expect("applied entries are in the log"),
+            term: self
+                .log
+                .term(index)
+                .expect("applied entries are in the log"),
             conf: self.conf_at(index),
         };
         self.log.compact(meta.clone());
@@ -605,7 +623,11 @@ impl Raft {
         if m.term > self.term {
             let is_vote_request = matches!(
                 m.body,
-                MessageBody::PreVote { .. } | MessageBody::RequestVote { transfer: false, .. }
+                MessageBody::PreVote { .. }
+                    | MessageBody::RequestVote {
+                        transfer: false,
+                        ..
+                    }
             );
             let in_lease = self.config.check_quorum
                 && self.leader.is_some()
@@ -676,7 +698,13 @@ impl Raft {
                 leader_commit,
             } => {
                 self.follow(m.from);
-                self.handle_append(m.from, prev_log_index, prev_log_term, entries, leader_commit);
+                self.handle_append(
+                    m.from,
+                    prev_log_index,
+                    prev_log_term,
+                    entries,
+                    leader_commit,
+                );
             }
             MessageBody::Heartbeat { commit, read_round } => {
                 self.follow(m.from);
@@ -891,6 +919,7 @@ impl Raft {
         self.role = Role::Follower;
         self.leader = leader;
         self.progress.clear();
+        self.outgoing_snapshots.clear();
         self.votes.clear();
         self.transferee = None;
         self.lease_start_tick = None;
@@ -1176,6 +1205,7 @@ impl Raft {
             self.append_broadcast_needed = true;
         } else if !self.conf.contains(change.node) {
             self.progress.remove(&change.node);
+            self.outgoing_snapshots.remove(&change.node);
             if self.transferee == Some(change.node) {
                 self.transferee = None;
             }
@@ -1200,14 +1230,16 @@ impl Raft {
             return;
         };
         let index = snapshot.meta.index;
-        if let Some(progress) = self.progress.get_mut(&to) {
-            progress.become_snapshot(index);
-        }
+        let Some(progress) = self.progress.get_mut(&to) else {
+            return;
+        };
+        progress.become_snapshot(index);
+        self.outgoing_snapshots.insert(to, snapshot.clone());
         self.send_snapshot_chunks(to, true);
     }
 
     fn send_snapshot_chunks(&mut self, to: NodeId, first: bool) {
-        let Some(snapshot) = self.snapshot.clone() else {
+        let Some(snapshot) = self.outgoing_snapshots.get(&to).cloned() else {
             return;
         };
         let chunk_bytes = self.config.snapshot_chunk_bytes as u64;
@@ -1233,7 +1265,9 @@ impl Raft {
                 out.push((0, Bytes::new()));
             }
         } else {
-            while sent_bytes < total && sent_bytes - acked_bytes < SNAPSHOT_WINDOW_CHUNKS * chunk_bytes {
+            while sent_bytes < total
+                && sent_bytes - acked_bytes < SNAPSHOT_WINDOW_CHUNKS * chunk_bytes
+            {
                 let end = (sent_bytes + chunk_bytes).min(total);
                 out.push((
                     sent_bytes,
@@ -1288,6 +1322,7 @@ impl Raft {
         if installed {
             progress.acknowledge(index);
             progress.become_probe();
+            self.outgoing_snapshots.remove(&from);
             if self.maybe_commit() {
                 self.commit_broadcast_needed = true;
             }
@@ -1338,11 +1373,17 @@ impl Raft {
             respond(self, 0, false, true);
             return;
         }
-        if offset == 0 && self.incoming.as_ref().is_none_or(|i| i.meta.index != meta.index) {
+        if offset == 0
+            && self
+                .incoming
+                .as_ref()
+                .is_none_or(|i| i.meta.index != meta.index)
+        {
             self.incoming = Some(IncomingSnapshot {
                 meta: meta.clone(),
                 total_bytes,
                 buffer: Vec::new(),
+                ahead: BTreeMap::new(),
             });
         }
         let Some(incoming) = self.incoming.as_mut() else {
@@ -1354,14 +1395,30 @@ impl Raft {
             respond(self, 0, false, true);
             return;
         }
+        if offset.saturating_add(chunk.len() as u64) > total_bytes {
+            self.incoming = None;
+            respond(self, 0, false, true);
+            return;
+        }
         let received = incoming.buffer.len() as u64;
         if offset == received {
-            if received + chunk.len() as u64 > total_bytes {
-                self.incoming = None;
-                respond(self, 0, false, true);
-                return;
-            }
             incoming.buffer.extend_from_slice(&chunk);
+            // Splice in chunks that arrived early and now fit.
+            while let Some(entry) = incoming.ahead.first_entry() {
+                let (start, have) = (*entry.key(), incoming.buffer.len() as u64);
+                if start > have {
+                    break;
+                }
+                let early = entry.remove();
+                let end = start + early.len() as u64;
+                if end > have {
+                    incoming
+                        .buffer
+                        .extend_from_slice(&early[(have - start) as usize..]);
+                }
+            }
+        } else if offset > received && (incoming.ahead.len() as u64) < SNAPSHOT_WINDOW_CHUNKS {
+            incoming.ahead.insert(offset, chunk);
         }
         let received = incoming.buffer.len() as u64;
         if received < total_bytes {
@@ -1427,14 +1484,16 @@ impl Raft {
         let Some(start) = self.lease_start_tick else {
             return false;
         };
-        let span = u64::from(self.config.election_timeout_ticks_min - lease.clock_drift_bound_ticks);
+        let span =
+            u64::from(self.config.election_timeout_ticks_min - lease.clock_drift_bound_ticks);
         self.now_ticks < start + span
     }
 
     fn broadcast_heartbeat(&mut self) {
         self.read_round += 1;
         self.read_broadcast_needed = false;
-        self.round_sent_at.push_back((self.read_round, self.now_ticks));
+        self.round_sent_at
+            .push_back((self.read_round, self.now_ticks));
         while self.round_sent_at.len() > ROUND_HISTORY {
             self.round_sent_at.pop_front();
         }
@@ -1518,9 +1577,10 @@ impl Raft {
         if self.pending_reads.iter().all(|r| r.round > confirmed) {
             return;
         }
-        let (ready, waiting): (Vec<PendingRead>, Vec<PendingRead>) = std::mem::take(&mut self.pending_reads)
-            .into_iter()
-            .partition(|r| r.round <= confirmed);
+        let (ready, waiting): (Vec<PendingRead>, Vec<PendingRead>) =
+            std::mem::take(&mut self.pending_reads)
+                .into_iter()
+                .partition(|r| r.round <= confirmed);
         self.pending_reads = waiting;
         for read in ready {
             self.answer_read(read.context, read.from, Some(read.index));
