@@ -1331,6 +1331,14 @@ impl Raft {
         }
         let (sent, acked) = if reject {
             (0, 0)
+        } else if received_bytes < acked_bytes {
+            // The follower holds less than it acknowledged before: it
+            // restarted or began the stream again (or this answer is stale).
+            // Resume from what it says it holds; trusting our older, higher
+            // figure would never resend the bytes it lacks (found by the
+            // simulator: the stream stalled for good). A stale answer costs
+            // at most one window of duplicate chunks.
+            (received_bytes, received_bytes)
         } else {
             let acked = received_bytes.max(acked_bytes);
             (sent_bytes.max(acked), acked)
