@@ -75,7 +75,10 @@ async fn status(State(state): State<AdminState>) -> Json<AdminStatus> {
     })
 }
 
-async fn partition(State(state): State<AdminState>, Json(req): Json<PartitionRequest>) -> &'static str {
+async fn partition(
+    State(state): State<AdminState>,
+    Json(req): Json<PartitionRequest>,
+) -> &'static str {
     state.transport.set_faults(FaultRules {
         drop_from: req.drop_from.into_iter().map(NodeId).collect(),
         drop_to: req.drop_to.into_iter().map(NodeId).collect(),
@@ -85,7 +88,10 @@ async fn partition(State(state): State<AdminState>, Json(req): Json<PartitionReq
 
 async fn heal(State(state): State<AdminState>) -> &'static str {
     state.transport.set_faults(FaultRules::default());
-    state.shared.tick_scale_percent.store(100, Ordering::Relaxed);
+    state
+        .shared
+        .tick_scale_percent
+        .store(100, Ordering::Relaxed);
     "ok"
 }
 

@@ -421,10 +421,7 @@ pub fn frame_len(header: &[u8; FRAME_HEADER_BYTES]) -> Result<(usize, u32), Deco
     let len = u32::from_le_bytes([header[0], header[1], header[2], header[3]]) as usize;
     let crc = u32::from_le_bytes([header[4], header[5], header[6], header[7]]);
     if len == 0 || len > MAX_FRAME_BYTES {
-        return Err(DecodeError::Length {
-            what: "frame",
-            len,
-        });
+        return Err(DecodeError::Length { what: "frame", len });
     }
     Ok((len, crc))
 }
@@ -456,12 +453,7 @@ pub fn decode_frame(payload: Bytes, crc: u32) -> Result<Frame, DecodeError> {
             }
             Frame::Forward(proposals)
         }
-        tag => {
-            return Err(DecodeError::UnknownTag {
-                what: "frame",
-                tag,
-            })
-        }
+        tag => return Err(DecodeError::UnknownTag { what: "frame", tag }),
     };
     if r.buf.has_remaining() {
         return Err(DecodeError::Length {
@@ -593,7 +585,10 @@ mod tests {
         // A flipped bit is caught by the checksum.
         let mut flipped = payload.to_vec();
         flipped[10] ^= 1;
-        assert_eq!(decode_frame(Bytes::from(flipped), crc), Err(DecodeError::Checksum));
+        assert_eq!(
+            decode_frame(Bytes::from(flipped), crc),
+            Err(DecodeError::Checksum)
+        );
     }
 
     proptest! {

@@ -117,7 +117,8 @@ impl NodeConfig {
                 ));
             }
         }
-        if self.heartbeat_interval_ms == 0 || self.election_timeout_ms < 5 * self.heartbeat_interval_ms
+        if self.heartbeat_interval_ms == 0
+            || self.election_timeout_ms < 5 * self.heartbeat_interval_ms
         {
             return Err(format!(
                 "--election-timeout ({} ms) must be at least 5 times --heartbeat-interval ({} ms)",

@@ -125,7 +125,10 @@ mod tests {
         let a = member_id(&["http://b".into(), "http://a".into()], "tok");
         let b = member_id(&["http://a".into(), "http://b".into()], "tok");
         assert_eq!(a, b);
-        assert_ne!(a, member_id(&["http://a".into(), "http://b".into()], "other"));
+        assert_ne!(
+            a,
+            member_id(&["http://a".into(), "http://b".into()], "other")
+        );
         assert_eq!(cluster_id(&[3, 1, 2], "t"), cluster_id(&[1, 2, 3], "t"));
     }
 
@@ -134,8 +137,10 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("members.json");
         assert_eq!(Members::load(&path).unwrap(), Members::default());
-        let mut m = Members::default();
-        m.applied_index = 4;
+        let mut m = Members {
+            applied_index: 4,
+            ..Default::default()
+        };
         m.members.insert(
             1,
             Member {

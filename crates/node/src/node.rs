@@ -28,7 +28,7 @@ use concord_etcd_proto::etcdserverpb::{
 };
 use concord_mvcc::{Store, StoreOptions};
 use concord_raft::{
-    Config as RaftConfig, ConfChange, ConfChangeKind, Entry, EntryKind, HardState, LogIndex,
+    ConfChange, ConfChangeKind, Config as RaftConfig, Entry, EntryKind, HardState, LogIndex,
     NodeId, Raft, RestoredState, Term,
 };
 use concord_storage::{RaftStorage, StorageOptions};
@@ -111,12 +111,14 @@ pub fn cluster_id_for(token: &str) -> u64 {
 fn load_or_create_identity(dir: &Path, config: &NodeConfig) -> Result<Identity, StartError> {
     let path = dir.join("id.json");
     if let Ok(bytes) = std::fs::read(&path) {
-        return serde_json::from_slice(&bytes).map_err(|e| {
-            StartError::Config(format!("{} is damaged: {e}", path.display()))
-        });
+        return serde_json::from_slice(&bytes)
+            .map_err(|e| StartError::Config(format!("{} is damaged: {e}", path.display())));
     }
     let identity = Identity {
-        member_id: member_id(&config.initial_advertise_peer_urls, &config.initial_cluster_token),
+        member_id: member_id(
+            &config.initial_advertise_peer_urls,
+            &config.initial_cluster_token,
+        ),
         cluster_id: cluster_id_for(&config.initial_cluster_token),
         name: config.name.clone(),
     };
@@ -145,7 +147,8 @@ pub fn start(config: NodeConfig) -> Result<RunningNode, StartError> {
     std::fs::create_dir_all(&member_dir)?;
     let identity = load_or_create_identity(&member_dir, &config)?;
 
-    let (mut storage, recovered) = RaftStorage::open(&member_dir.join("wal"), StorageOptions::default())?;
+    let (mut storage, recovered) =
+        RaftStorage::open(&member_dir.join("wal"), StorageOptions::default())?;
     for note in &recovered.notes {
         tracing::warn!(?note, "write-ahead log recovery");
     }
@@ -206,7 +209,10 @@ pub fn start(config: NodeConfig) -> Result<RunningNode, StartError> {
     let applied = LogIndex(store.applied_index().min(members.applied_index));
 
     let election_ticks = (config.election_timeout_ms / config.heartbeat_interval_ms).max(5) as u32;
-    let mut raft_config = RaftConfig::new(NodeId(identity.member_id), identity.member_id ^ std::process::id() as u64);
+    let mut raft_config = RaftConfig::new(
+        NodeId(identity.member_id),
+        identity.member_id ^ std::process::id() as u64,
+    );
     raft_config.election_timeout_ticks_min = election_ticks;
     raft_config.election_timeout_ticks_max = election_ticks * 2;
     raft_config.heartbeat_interval_ticks = 1;
@@ -226,7 +232,11 @@ pub fn start(config: NodeConfig) -> Result<RunningNode, StartError> {
         .enable_all()
         .thread_name("concord-io")
         .build()?;
-    let transport = Transport::new(NodeId(identity.member_id), identity.cluster_id, runtime.handle().clone());
+    let transport = Transport::new(
+        NodeId(identity.member_id),
+        identity.cluster_id,
+        runtime.handle().clone(),
+    );
     // Peers known from the flags and from the member table; conf changes
     // applied later add or remove more.
     for (id, _, urls) in initial_members(&config) {
@@ -302,7 +312,8 @@ pub fn start(config: NodeConfig) -> Result<RunningNode, StartError> {
     for listener in client_listeners {
         let api = api.clone();
         runtime.spawn(async move {
-            let (health_reporter, health_service) = concord_etcd_proto::health::server::health_reporter();
+            let (health_reporter, health_service) =
+                concord_etcd_proto::health::server::health_reporter();
             health_reporter
                 .set_service_status("", concord_etcd_proto::health::ServingStatus::Serving)
                 .await;
@@ -350,7 +361,9 @@ pub fn start(config: NodeConfig) -> Result<RunningNode, StartError> {
             let addr = url_to_addr(url).map_err(StartError::Config)?;
             let listener = runtime
                 .block_on(tokio::net::TcpListener::bind(&addr))
-                .map_err(|e| StartError::Config(format!("cannot listen on admin URL {addr}: {e}")))?;
+                .map_err(|e| {
+                    StartError::Config(format!("cannot listen on admin URL {addr}: {e}"))
+                })?;
             let state = crate::admin::AdminState {
                 shared: Arc::clone(&shared),
                 transport: Arc::clone(&transport),

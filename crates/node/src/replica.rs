@@ -373,7 +373,11 @@ impl Replica {
             let now = Instant::now();
             if now >= next_tick {
                 self.raft.tick();
-                let scale = self.shared.tick_scale_percent.load(Ordering::Relaxed).clamp(1, 10_000);
+                let scale = self
+                    .shared
+                    .tick_scale_percent
+                    .load(Ordering::Relaxed)
+                    .clamp(1, 10_000);
                 next_tick = now + self.tick * scale as u32 / 100;
                 self.expire_deadlines(now);
                 self.maybe_publish_attributes();
@@ -599,7 +603,11 @@ impl Replica {
                 Some(index) if index.0 <= self.store.applied_index() => {
                     let _ = reply.send(Ok(()));
                 }
-                Some(index) => self.reads_waiting_apply.entry(index).or_default().push(reply),
+                Some(index) => self
+                    .reads_waiting_apply
+                    .entry(index)
+                    .or_default()
+                    .push(reply),
                 None => {
                     let _ = reply.send(Err(ServerError::LeaderChanged));
                 }
@@ -723,7 +731,8 @@ impl Replica {
 
     fn apply_conf_change(&mut self, change: &ConfChange) {
         let id = change.node.0;
-        let context: ConfChangeContext = serde_json::from_slice(&change.context).unwrap_or_default();
+        let context: ConfChangeContext =
+            serde_json::from_slice(&change.context).unwrap_or_default();
         match change.kind {
             ConfChangeKind::AddVoter | ConfChangeKind::AddLearner => {
                 let member = self.members.members.entry(id).or_insert_with(|| Member {

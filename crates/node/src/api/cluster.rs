@@ -58,7 +58,9 @@ impl Cluster for Api {
                 .values()
                 .any(|m| m.peer_urls.iter().any(|u| request.peer_ur_ls.contains(u)));
             if taken {
-                return Err(Status::failed_precondition("etcdserver: Peer URLs already exists"));
+                return Err(Status::failed_precondition(
+                    "etcdserver: Peer URLs already exists",
+                ));
             }
         }
         // The id is derived from the peer URLs and the cluster token, so the

@@ -28,7 +28,11 @@ pub fn range_from_pb(r: pb::RangeRequest) -> Result<mvcc::RangeRequest, Status> 
         0 => mvcc::SortOrder::None,
         1 => mvcc::SortOrder::Ascend,
         2 => mvcc::SortOrder::Descend,
-        other => return Err(Status::invalid_argument(format!("unknown sort order {other}"))),
+        other => {
+            return Err(Status::invalid_argument(format!(
+                "unknown sort order {other}"
+            )))
+        }
     };
     let sort_target = match r.sort_target {
         0 => mvcc::SortTarget::Key,
@@ -36,7 +40,11 @@ pub fn range_from_pb(r: pb::RangeRequest) -> Result<mvcc::RangeRequest, Status> 
         2 => mvcc::SortTarget::Create,
         3 => mvcc::SortTarget::Mod,
         4 => mvcc::SortTarget::Value,
-        other => return Err(Status::invalid_argument(format!("unknown sort target {other}"))),
+        other => {
+            return Err(Status::invalid_argument(format!(
+                "unknown sort target {other}"
+            )))
+        }
     };
     Ok(mvcc::RangeRequest {
         key: r.key,
@@ -113,7 +121,11 @@ fn compare_from_pb(c: pb::Compare) -> Result<mvcc::Compare, Status> {
         1 => mvcc::CompareResult::Greater,
         2 => mvcc::CompareResult::Less,
         3 => mvcc::CompareResult::NotEqual,
-        other => return Err(Status::invalid_argument(format!("unknown compare result {other}"))),
+        other => {
+            return Err(Status::invalid_argument(format!(
+                "unknown compare result {other}"
+            )))
+        }
     };
     let target_kind = CompareTarget::try_from(c.target)
         .map_err(|_| Status::invalid_argument(format!("unknown compare target {}", c.target)))?;

@@ -50,7 +50,9 @@ impl Maintenance for Api {
         &self,
         _request: Request<pb::DefragmentRequest>,
     ) -> Result<Response<pb::DefragmentResponse>, Status> {
-        Err(Status::unimplemented("concord: Defragment is not supported yet"))
+        Err(Status::unimplemented(
+            "concord: Defragment is not supported yet",
+        ))
     }
 
     async fn hash(
@@ -86,7 +88,9 @@ impl Maintenance for Api {
         &self,
         _request: Request<pb::SnapshotRequest>,
     ) -> Result<Response<Self::SnapshotStream>, Status> {
-        Err(Status::unimplemented("concord: Snapshot is not supported yet"))
+        Err(Status::unimplemented(
+            "concord: Snapshot is not supported yet",
+        ))
     }
 
     async fn move_leader(
