@@ -2,6 +2,7 @@
 //! and hands over to the library crates; errors become a message and a
 //! non-zero exit here, at the edge.
 
+mod bench;
 mod dev;
 mod serve;
 
@@ -20,6 +21,8 @@ enum Command {
     Serve(serve::ServeArgs),
     /// Start a local cluster of `concord serve` processes; Ctrl-C stops it.
     Dev(dev::DevArgs),
+    /// Load-test an etcd v3 endpoint (Concord or etcd): throughput, latency, errors.
+    Bench(bench::BenchArgs),
 }
 
 fn main() {
@@ -35,6 +38,7 @@ fn main() {
         Some(Command::Serve(args)) => serve::run(args),
         None => serve::run(serve::ServeArgs::default()),
         Some(Command::Dev(args)) => dev::run(args),
+        Some(Command::Bench(args)) => bench::run(args),
     };
     if let Err(e) = result {
         eprintln!("concord: {e:#}");
