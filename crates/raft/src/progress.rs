@@ -27,7 +27,8 @@ pub enum ReplicationState {
         index: LogIndex,
         /// Bytes sent so far.
         sent_bytes: u64,
-        /// Bytes the follower acknowledged.
+        /// Bytes the follower last reported holding (its latest answer,
+        /// which may be lower than an earlier one after it restarted).
         acked_bytes: u64,
         /// Whether the acknowledged offset moved since the last heartbeat
         /// (if not, chunks were lost and we resend from `acked_bytes`).

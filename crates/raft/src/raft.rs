@@ -1311,7 +1311,7 @@ impl Raft {
             index,
             sent_bytes,
             acked_bytes,
-            ..
+            advanced,
         } = progress.state
         else {
             return;
@@ -1329,25 +1329,29 @@ impl Raft {
             self.send_append(from, true);
             return;
         }
-        let (sent, acked) = if reject {
-            (0, 0)
-        } else if received_bytes < acked_bytes {
-            // The follower holds less than it acknowledged before: it
-            // restarted or began the stream again (or this answer is stale).
-            // Resume from what it says it holds; trusting our older, higher
-            // figure would never resend the bytes it lacks (found by the
-            // simulator: the stream stalled for good). A stale answer costs
-            // at most one window of duplicate chunks.
-            (received_bytes, received_bytes)
+        let (sent, acked, advanced) = if reject {
+            (0, 0, true)
         } else {
-            let acked = received_bytes.max(acked_bytes);
-            (sent_bytes.max(acked), acked)
+            // `acked_bytes` follows the follower's latest word, even
+            // downwards: a follower that restarted or began the stream again
+            // holds less than it acknowledged before, and only its own figure
+            // says what to resend (found by the simulator: trusting an older,
+            // higher figure stalled the stream for good). A stale, reordered
+            // answer may lower it too; that only holds back new chunks until
+            // the next answer. Resending is left to the heartbeat that sees no
+            // progress, never to an answer, so answers cannot multiply into a
+            // storm (the simulator found that one too).
+            (
+                sent_bytes.max(received_bytes),
+                received_bytes,
+                advanced || received_bytes > acked_bytes,
+            )
         };
         progress.state = ReplicationState::Snapshot {
             index,
             sent_bytes: sent,
             acked_bytes: acked,
-            advanced: true,
+            advanced,
         };
         self.send_snapshot_chunks(from, reject);
     }

@@ -10,9 +10,11 @@
 //! 2. Log matching: an entry with a given index and term has the same data
 //!    on every node, and the same term before it; by induction the whole
 //!    prefix is identical. Checked on every entry a node writes.
-//! 3. Leader completeness: an entry committed in term t is in the log of
-//!    every leader of a term > t. Checked when a leader is first seen and
-//!    whenever a new index commits.
+//! 3. Leader completeness: an entry committed in term t (the term of the
+//!    node that first knew it committed, not the entry's own term) is in
+//!    the log of every leader of a term > t. Checked when a leader is first
+//!    seen and whenever a new index commits. A stale leader of an older
+//!    term may lack it: that is allowed.
 //! 4. State machine safety: no two nodes apply different entries at the same
 //!    index. Checked with a running hash so it also covers snapshots.
 //! 5. Linearizable reads and durable writes are checked by
@@ -29,8 +31,9 @@ pub struct Checker {
     leaders: BTreeMap<Term, NodeId>,
     /// Property 2: (index, term) -> (entry hash, term of the entry before).
     written: HashMap<(LogIndex, Term), (u64, Option<Term>)>,
-    /// Property 3: per index, the (term, hash) of the committed entry.
-    committed: Vec<Option<(Term, u64)>>,
+    /// Property 3: per index, the (term, hash) of the committed entry and
+    /// the lowest term in which some node knew it committed.
+    committed: Vec<Option<(Term, u64, Term)>>,
     /// Property 4: per index, the state machine's chain hash after it.
     chains: Vec<Option<u64>>,
 }
@@ -67,9 +70,11 @@ impl Checker {
         // Leader completeness: everything committed so far must be here.
         let log = raft.log();
         for (i, c) in self.committed.iter().enumerate() {
-            let Some((cterm, _)) = c else { continue };
+            let Some((cterm, _, commit_term)) = c else {
+                continue;
+            };
             let index = LogIndex(i as u64);
-            if index <= log.snapshot_meta().index {
+            if index <= log.snapshot_meta().index || *commit_term >= term {
                 continue;
             }
             if log.term(index) != Some(*cterm) {
@@ -120,28 +125,33 @@ impl Checker {
         Ok(())
     }
 
-    /// Records that `entry` is committed (some node's commit index covers
-    /// it) and checks property 3 against the current leaders.
+    /// Records that `entry` is committed (node `id`, now in `term`, has a
+    /// commit index covering it) and checks property 3 against the current
+    /// leaders.
     pub fn observe_committed<'a>(
         &mut self,
         id: NodeId,
+        term: Term,
         entry: &Entry,
         leaders: impl Iterator<Item = &'a Raft>,
     ) -> Result<(), String> {
         let hash = entry_hash(entry);
         let s = slot(&mut self.committed, entry.index);
-        match *s {
-            Some((t, h)) if t != entry.term || h != hash => {
+        let commit_term = match *s {
+            Some((t, h, _)) if t != entry.term || h != hash => {
                 return Err(format!(
                     "commit safety: {id} committed {} {} but {t} was committed there",
                     entry.index, entry.term
                 ))
             }
-            Some(_) => return Ok(()),
-            None => *s = Some((entry.term, hash)),
-        }
+            Some((_, _, c)) if c <= term => return Ok(()),
+            _ => {
+                *s = Some((entry.term, hash, term));
+                term
+            }
+        };
         for leader in leaders {
-            if leader.term() <= entry.term {
+            if leader.term() <= commit_term {
                 continue;
             }
             let log = leader.log();

@@ -74,6 +74,9 @@ pub struct Params {
     pub max_inflight_appends: usize,
     /// Size cap of one append.
     pub max_append_bytes: usize,
+    /// Election timeout bounds, in ticks (the core's defaults unless a
+    /// test narrows them to provoke split votes).
+    pub election_ticks: (u32, u32),
     /// Pre-vote on or off.
     pub pre_vote: bool,
     /// Check-quorum on or off.
@@ -132,6 +135,7 @@ impl Params {
             snapshot_chunk_bytes: rng.gen_range(16..1024),
             max_inflight_appends: rng.gen_range(1..=16),
             max_append_bytes: rng.gen_range(1..4096),
+            election_ticks: (ELECTION_TICKS_MIN, ELECTION_TICKS_MAX),
             pre_vote: rng.gen_bool(0.75),
             check_quorum: rng.gen_bool(0.75),
             clients: rng.gen_range(1..=5),
@@ -167,7 +171,8 @@ impl fmt::Display for Params {
         )?;
         writeln!(
             f,
-            "raft: compact_every={} chunk_bytes={} inflight={} append_bytes={} pre_vote={} check_quorum={}",
+            "raft: election_ticks={:?} compact_every={} chunk_bytes={} inflight={} append_bytes={} pre_vote={} check_quorum={}",
+            self.election_ticks,
             self.compact_every_entries,
             self.snapshot_chunk_bytes,
             self.max_inflight_appends,

@@ -27,7 +27,7 @@ use crate::disk::{Disk, QueuedWrite};
 use crate::history::History;
 use crate::kv::{Kv, Write};
 use crate::net::Links;
-use crate::params::{Params, ELECTION_TICKS_MAX, ELECTION_TICKS_MIN};
+use crate::params::Params;
 use concord_raft::{
     ConfState, Config, LogIndex, Message, MessageBody, NodeId, ProposeError, Raft, Ready,
     RestoredState, Role, Snapshot, Term,
@@ -544,8 +544,7 @@ impl Sim {
     fn config(&self, n: usize) -> Config {
         let p = &self.params;
         let mut config = Config::new(node_id(n), self.options.seed);
-        config.election_timeout_ticks_min = ELECTION_TICKS_MIN;
-        config.election_timeout_ticks_max = ELECTION_TICKS_MAX;
+        (config.election_timeout_ticks_min, config.election_timeout_ticks_max) = p.election_ticks;
         config.max_inflight_appends = p.max_inflight_appends;
         config.max_append_bytes = p.max_append_bytes;
         config.snapshot_chunk_bytes = p.snapshot_chunk_bytes;
@@ -1048,7 +1047,8 @@ impl Sim {
                     .iter()
                     .filter_map(|x| x.raft.as_ref())
                     .filter(|r| r.role() == Role::Leader);
-                if let Err(e) = self.checker.observe_committed(node_id(n), entry, leaders) {
+                let term = self.nodes[n].raft.as_ref().map(Raft::term).unwrap_or_default();
+                if let Err(e) = self.checker.observe_committed(node_id(n), term, entry, leaders) {
                     return self.fail(e);
                 }
             }
