@@ -53,10 +53,10 @@ const CLIENT_RETRY_US: u64 = 10_000;
 /// Events in flight, at most. A healthy run of 7 nodes keeps a few thousand;
 /// far more means the cores amplify messages (a storm), which is a bug in
 /// its own right and would otherwise exhaust memory.
-const MAX_QUEUED_EVENTS: usize = 200_000;
+const MAX_QUEUED_EVENTS: usize = 100_000;
 
-/// Events processed per run, at most (a healthy 7-node run takes ~40,000).
-const MAX_EVENTS: u64 = 2_000_000;
+/// Events processed per run, at most (a 7-node run takes about 25,000).
+const MAX_EVENTS: u64 = 500_000;
 
 /// How to run one simulation.
 #[derive(Clone, Copy)]
