@@ -1385,11 +1385,13 @@ impl Raft {
             respond(self, 0, false, true);
             return;
         }
-        if offset == 0
-            && self
-                .incoming
-                .as_ref()
-                .is_none_or(|i| i.meta.index != meta.index)
+        // Any chunk of a new snapshot starts a buffer, not only offset 0:
+        // with reordering the first to arrive may be a later one (it waits
+        // in `ahead`).
+        if self
+            .incoming
+            .as_ref()
+            .is_none_or(|i| i.meta.index != meta.index || i.total_bytes != total_bytes)
         {
             self.incoming = Some(IncomingSnapshot {
                 meta: meta.clone(),
@@ -1399,14 +1401,8 @@ impl Raft {
             });
         }
         let Some(incoming) = self.incoming.as_mut() else {
-            respond(self, 0, false, true);
             return;
         };
-        if incoming.meta.index != meta.index || incoming.total_bytes != total_bytes {
-            self.incoming = None;
-            respond(self, 0, false, true);
-            return;
-        }
         if offset.saturating_add(chunk.len() as u64) > total_bytes {
             self.incoming = None;
             respond(self, 0, false, true);

@@ -1,0 +1,422 @@
+//! Deterministic scenario tests of the core, by section of the Raft paper
+//! (Ongaro and Ousterhout, 2014) and Ongaro's dissertation, on a tiny
+//! synchronous in-memory cluster (`common`). The simulator (crates/sim)
+//! covers the same ground under faults; these pin down one behaviour each.
+
+mod common;
+
+use bytes::Bytes;
+use common::{id, Cluster};
+use concord_raft::{
+    ConfChange, ConfChangeKind, ConfState, Entry, EntryKind, HardState, LogIndex, Message,
+    MessageBody, ProposeError, Role, SnapshotMeta, Term,
+};
+
+fn entry(index: u64, term: u64) -> Entry {
+    Entry {
+        term: Term(term),
+        index: LogIndex(index),
+        kind: EntryKind::Normal,
+        data: Bytes::from(format!("e{index}t{term}")),
+    }
+}
+
+// ------------------------------------------------------------ section 5.2
+
+#[test]
+fn election_5_2_a_candidate_with_a_majority_leads_and_votes_are_durable() {
+    let mut c = Cluster::new(3);
+    assert!(c.elect(1));
+    assert_eq!(c.node(1).term(), Term(1));
+    for n in 2..=3 {
+        assert_eq!(c.node(n).role(), Role::Follower);
+        assert_eq!(c.node(n).leader(), Some(id(1)));
+        assert_eq!(c.stores[&id(n)].hard_state.vote, Some(id(1)), "vote persisted");
+    }
+}
+
+#[test]
+fn election_5_2_a_minority_cannot_elect() {
+    let mut c = Cluster::new(3);
+    assert!(c.elect(1));
+    c.isolate(3);
+    // Node 3 campaigns alone: pre-vote fails, its term never moves.
+    for _ in 0..100 {
+        c.node_mut(3).tick();
+        c.settle();
+    }
+    assert_ne!(c.node(3).role(), Role::Leader);
+    assert_eq!(c.node(3).term(), Term(1), "pre-vote kept the term stable");
+}
+
+// ---------------------------------------------------------- section 5.4.1
+
+#[test]
+fn election_5_4_1_a_voter_refuses_a_less_up_to_date_log() {
+    let mut c = Cluster::with_config(3, |cfg| cfg.check_quorum = false);
+    assert!(c.elect(1));
+    c.isolate(3);
+    c.propose(1, b"x");
+    c.heal();
+    let (last, last_term) = (c.node(3).log().last_index(), c.node(3).log().last_term());
+    c.node_mut(2).step(Message {
+        from: id(3),
+        to: id(2),
+        term: Term(5),
+        body: MessageBody::RequestVote {
+            last_log_index: last,
+            last_log_term: last_term,
+            transfer: false,
+        },
+    });
+    c.flush();
+    let answer = c.queue.iter().find(|m| m.from == id(2) && m.to == id(3));
+    assert!(matches!(
+        answer.map(|m| &m.body),
+        Some(MessageBody::RequestVoteResponse { reject: true })
+    ));
+    assert_eq!(c.node(2).term(), Term(5), "the higher term is adopted anyway");
+}
+
+// ------------------------------------------------------------ section 5.3
+
+#[test]
+fn replication_5_3_committed_entries_apply_everywhere_in_order() {
+    let mut c = Cluster::new(3);
+    assert!(c.elect(1));
+    for _ in 0..10 {
+        c.propose(1, b"cmd");
+    }
+    c.tick_all(2);
+    let expected: Vec<LogIndex> = (1..=11).map(LogIndex).collect();
+    for n in 1..=3 {
+        assert_eq!(c.applied(n), expected, "node {n}");
+    }
+}
+
+#[test]
+fn replication_5_3_a_lagging_follower_is_repaired() {
+    let mut c = Cluster::new(3);
+    assert!(c.elect(1));
+    c.isolate(3);
+    for _ in 0..5 {
+        c.propose(1, b"cmd");
+    }
+    assert_eq!(c.node(3).log().last_index(), LogIndex(1));
+    c.heal();
+    c.tick_all(3);
+    assert_eq!(c.node(3).log().last_index(), LogIndex(6));
+    assert_eq!(c.applied(3), c.applied(1));
+}
+
+// ---------------------------------------------------- section 5.4.2, fig. 8
+
+/// The figure 8 cluster: S1 holds (2, t2), S5 holds (2, t3), the others
+/// only (1, t1); everyone is in term 3. Appends carry one entry each.
+fn figure8_cluster() -> Cluster {
+    let mut c = Cluster::with_config(5, |cfg| {
+        cfg.pre_vote = false;
+        cfg.check_quorum = false;
+        cfg.max_append_bytes = 1;
+        cfg.max_inflight_appends = 1;
+    });
+    let hs = |vote| HardState {
+        term: Term(3),
+        vote,
+        commit: LogIndex(1),
+    };
+    for n in 1..=5 {
+        let store = c.stores.get_mut(&id(n)).unwrap();
+        store.hard_state = hs(None);
+        store.entries = vec![entry(1, 1)];
+        store.applied = vec![entry(1, 1)];
+    }
+    c.stores.get_mut(&id(1)).unwrap().entries.push(entry(2, 2));
+    c.stores.get_mut(&id(5)).unwrap().entries.push(entry(2, 3));
+    for n in 1..=5 {
+        c.restart(id(n));
+    }
+    c
+}
+
+/// Lets S1 replicate (2, t2) but never its own entry of term 4 (index 3).
+fn hold_back_index_3(c: &mut Cluster) {
+    c.filter = Some(Box::new(|m: &mut Message| {
+        if let MessageBody::Append { entries, .. } = &mut m.body {
+            entries.retain(|e| e.index < LogIndex(3));
+        }
+        m.from != id(5) && m.to != id(5)
+    }));
+}
+
+/// Figure 8: leader S1 of term 4 holds (2, t2), which S5's (2, t3) may
+/// still overwrite. Replicating (2, t2) to a majority must not commit it;
+/// only S1's own entry of term 4 can, and that carries (2, t2) along.
+#[test]
+fn commit_5_4_2_an_old_term_entry_is_not_committed_by_counting() {
+    let mut c = figure8_cluster();
+    // S1's own term-4 entry (index 3) never leaves; S5 is cut off.
+    hold_back_index_3(&mut c);
+    assert!(c.elect(1));
+    assert_eq!(c.node(1).term(), Term(4));
+    for n in 2..=4 {
+        assert_eq!(c.node(1).match_index(id(n)), Some(LogIndex(2)), "S{n} holds (2, t2)");
+    }
+    assert_eq!(
+        c.node(1).log().committed(),
+        LogIndex(1),
+        "(2, t2) is on a majority but must not count as committed"
+    );
+    // Why: S5 can still win (its last term 3 beats t2) and overwrite it.
+    c.filter = Some(Box::new(|m: &mut Message| m.from != id(1) && m.to != id(1)));
+    assert!(c.elect(5));
+    c.tick_all(3);
+    assert_eq!(c.node(2).log().term(LogIndex(2)), Some(Term(3)), "overwritten");
+    // And once S1's own entry can replicate, everything before it commits.
+    c.heal();
+    c.tick_all(30);
+    let leader = (1..=5).find(|n| c.node(*n).role() == Role::Leader).unwrap();
+    assert!(c.node(leader).log().committed() >= LogIndex(3));
+}
+
+/// The same scenario with the deliberate mistake switched on commits
+/// (2, t2) by counting: the test above is what tells the two apart.
+#[cfg(feature = "mistakes")]
+#[test]
+fn commit_5_4_2_the_mistake_commits_by_counting() {
+    let mut c = figure8_cluster();
+    for n in 1..=5 {
+        c.node_mut(n).set_mistakes(concord_raft::Mistakes {
+            commit_old_term_by_counting: true,
+            ..Default::default()
+        });
+    }
+    hold_back_index_3(&mut c);
+    assert!(c.elect(1));
+    assert_eq!(c.node(1).log().committed(), LogIndex(2));
+}
+
+// ------------------------------------------------------ dissertation 6.4
+
+#[test]
+fn read_index_6_4_waits_for_a_heartbeat_quorum() {
+    let mut c = Cluster::new(3);
+    assert!(c.elect(1));
+    c.tick_all(1);
+    let commit = c.node(1).log().committed();
+    c.isolate(1);
+    c.node_mut(1).read_index(7).unwrap();
+    c.tick_all(1);
+    assert!(c.stores[&id(1)].read_states.is_empty(), "no quorum, no answer");
+    c.heal();
+    c.tick_all(1);
+    assert_eq!(c.stores[&id(1)].read_states, vec![(7, Some(commit))]);
+    // A follower's read goes through the leader.
+    c.node_mut(2).read_index(9).unwrap();
+    c.tick_all(1);
+    assert_eq!(c.stores[&id(2)].read_states, vec![(9, Some(commit))]);
+}
+
+#[test]
+fn read_index_6_4_a_new_leader_waits_for_an_entry_of_its_term() {
+    let mut c = Cluster::new(3);
+    // Acknowledgements of the new leader's empty entry are lost.
+    c.filter = Some(Box::new(|m: &mut Message| {
+        !matches!(m.body, MessageBody::AppendResponse { .. })
+    }));
+    assert!(c.elect(1));
+    assert_eq!(c.node(1).log().committed(), LogIndex(0));
+    c.node_mut(1).read_index(3).unwrap();
+    c.tick_all(1);
+    assert!(c.stores[&id(1)].read_states.is_empty());
+    c.heal();
+    c.tick_all(2);
+    assert_eq!(c.stores[&id(1)].read_states, vec![(3, Some(LogIndex(1)))]);
+}
+
+// ----------------------------------------------------- dissertation 3.10
+
+#[test]
+fn transfer_3_10_the_target_takes_over_in_the_next_term() {
+    let mut c = Cluster::new(3);
+    assert!(c.elect(1));
+    c.propose(1, b"x");
+    c.node_mut(1).transfer_leadership(id(3)).unwrap();
+    assert_eq!(
+        c.node_mut(1).propose(Bytes::from_static(b"y")),
+        Err(ProposeError::TransferInProgress)
+    );
+    c.settle();
+    assert_eq!(c.node(3).role(), Role::Leader);
+    assert_eq!(c.node(3).term(), Term(2));
+    assert_eq!(c.node(1).leader(), Some(id(3)));
+    assert!(matches!(
+        c.node_mut(1).propose(Bytes::from_static(b"z")),
+        Err(ProposeError::NotLeader { leader: Some(l) }) if l == id(3)
+    ));
+}
+
+// ------------------------------------------------------ dissertation 4.1
+
+#[test]
+fn membership_4_1_one_change_at_a_time_add_then_remove() {
+    let mut c = Cluster::new(3);
+    assert!(c.elect(1));
+    c.tick_all(1);
+    c.add_node(id(4), &[id(1), id(2), id(3)]);
+    let add = ConfChange {
+        kind: ConfChangeKind::AddVoter,
+        node: id(4),
+        context: Bytes::new(),
+    };
+    c.node_mut(1).propose_conf_change(add.clone()).unwrap();
+    assert_eq!(
+        c.node_mut(1).propose_conf_change(add),
+        Err(ProposeError::ConfChangeInProgress)
+    );
+    c.tick_all(3);
+    let four = ConfState::with_voters((1..=4).map(id));
+    for n in 1..=4 {
+        assert_eq!(c.node(n).conf(), &four, "node {n}");
+    }
+    assert_eq!(c.applied(4), c.applied(1), "the new voter caught up");
+    c.node_mut(1)
+        .propose_conf_change(ConfChange {
+            kind: ConfChangeKind::Remove,
+            node: id(2),
+            context: Bytes::new(),
+        })
+        .unwrap();
+    c.tick_all(3);
+    let three = ConfState::with_voters([id(1), id(3), id(4)]);
+    assert_eq!(c.node(1).conf(), &three);
+    // The new majority (2 of 3) commits without node 2.
+    c.isolate(2);
+    let index = c.propose(1, b"after");
+    c.tick_all(1);
+    assert!(c.node(1).log().committed() >= index);
+}
+
+// ----------------------------------------------------------- section 7
+
+#[test]
+fn snapshot_7_a_lagging_follower_installs_a_streamed_snapshot() {
+    let mut c = Cluster::with_config(3, |cfg| cfg.snapshot_chunk_bytes = 4);
+    assert!(c.elect(1));
+    c.isolate(3);
+    for _ in 0..5 {
+        c.propose(1, b"cmd");
+    }
+    let at = c.compact(1, b"state-machine-bytes");
+    c.heal();
+    c.tick_all(10);
+    let installed = &c.stores[&id(3)].installed;
+    assert_eq!(installed.len(), 1);
+    assert_eq!(installed[0].meta.index, at);
+    assert_eq!(&installed[0].data[..], b"state-machine-bytes", "chunks in order");
+    assert_eq!(c.node(3).log().first_index(), at.next());
+    let index = c.propose(1, b"after");
+    c.tick_all(1);
+    assert_eq!(c.applied(3).last(), Some(&index), "applies after the snapshot");
+}
+
+// --------------------------------------------- regressions from the simulator
+
+/// Bug: a follower being streamed snapshot A stalled for good once the
+/// leader compacted again (snapshot B replaced A, and chunks of A were no
+/// longer sendable). The stream now pins A until the follower has it.
+#[test]
+fn regression_snapshot_stream_survives_a_compaction_mid_stream() {
+    let mut c = Cluster::with_config(3, |cfg| cfg.snapshot_chunk_bytes = 2);
+    assert!(c.elect(1));
+    c.isolate(3);
+    c.propose(1, b"a");
+    c.compact(1, b"first-snapshot");
+    // The stream starts, but node 3's answers are lost for now.
+    c.filter = Some(Box::new(|m: &mut Message| {
+        !matches!(m.body, MessageBody::SnapshotResponse { .. })
+    }));
+    c.tick_all(2);
+    c.filter = Some(Box::new(|m: &mut Message| m.to != id(3) && m.from != id(3)));
+    c.propose(1, b"b");
+    c.compact(1, b"second-snapshot");
+    c.heal();
+    c.tick_all(40);
+    assert_eq!(c.node(3).log().committed(), c.node(1).log().committed());
+    assert!(!c.stores[&id(3)].installed.is_empty());
+}
+
+/// Bug: chunks that arrived out of order were dropped (only the next
+/// contiguous offset was accepted), so any jitter made streaming crawl at
+/// one chunk per heartbeat. They are now held until they fit.
+#[test]
+fn regression_reordered_snapshot_chunks_are_buffered() {
+    let mut c = Cluster::new(3);
+    assert!(c.elect(1));
+    c.settle();
+    let meta = SnapshotMeta {
+        index: LogIndex(10),
+        term: Term(1),
+        conf: ConfState::with_voters((1..=3).map(id)),
+    };
+    let chunk = |offset: u64, data: &'static [u8]| Message {
+        from: id(1),
+        to: id(2),
+        term: Term(1),
+        body: MessageBody::Snapshot {
+            meta: meta.clone(),
+            total_bytes: 8,
+            offset,
+            chunk: Bytes::from_static(data),
+        },
+    };
+    c.node_mut(2).step(chunk(4, b"5678"));
+    c.node_mut(2).step(chunk(0, b"1234"));
+    c.queue.clear();
+    c.flush();
+    let installed = &c.stores[&id(2)].installed;
+    assert_eq!(installed.len(), 1, "second chunk first, then the first");
+    assert_eq!(&installed[0].data[..], b"12345678");
+    assert!(c.queue.iter().any(|m| matches!(
+        m.body,
+        MessageBody::SnapshotResponse { installed: true, .. }
+    )));
+}
+
+/// Bug: when a follower restarted mid-stream and began again from offset
+/// zero, it reported fewer bytes than before, but the leader kept its older,
+/// higher figure and never resent the bytes in between.
+#[test]
+fn regression_snapshot_stream_resumes_from_what_a_restarted_follower_holds() {
+    let mut c = Cluster::with_config(3, |cfg| cfg.snapshot_chunk_bytes = 4);
+    assert!(c.elect(1));
+    c.isolate(3);
+    c.propose(1, b"a");
+    c.compact(1, b"0123456789abcdef");
+    // Let node 3 receive offsets 0 and 4 only, and keep a copy of chunk 0.
+    let first_chunk = std::rc::Rc::new(std::cell::RefCell::new(None));
+    let keep = first_chunk.clone();
+    c.filter = Some(Box::new(move |m: &mut Message| match &m.body {
+        MessageBody::Snapshot { offset, .. } => {
+            if *offset == 0 {
+                *keep.borrow_mut() = Some(m.clone());
+            }
+            *offset < 8
+        }
+        _ => true,
+    }));
+    c.tick_all(2);
+    assert!(c.stores[&id(3)].installed.is_empty());
+    // Node 3 restarts (its partial buffer is gone) and gets chunk 0 again.
+    c.filter = Some(Box::new(|m: &mut Message| {
+        !matches!(m.body, MessageBody::Snapshot { .. })
+    }));
+    c.restart(id(3));
+    let chunk0 = first_chunk.borrow().clone().expect("chunk 0 was sent");
+    c.node_mut(3).step(chunk0);
+    c.settle();
+    c.heal();
+    c.tick_all(20);
+    assert_eq!(c.stores[&id(3)].installed.len(), 1);
+    assert_eq!(&c.stores[&id(3)].installed[0].data[..], b"0123456789abcdef");
+}
