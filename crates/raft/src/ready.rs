@@ -16,7 +16,15 @@
 //!    applied index reaches each read's index.
 //!
 //! Several `Ready`s may be in flight; they must be persisted in the order
-//! they were returned.
+//! they were returned, and step 3 of a `Ready` waits for every earlier one
+//! to be durable too, even when this one has nothing to write: its
+//! acknowledgements may be about entries an earlier `Ready` carries (a
+//! duplicated append is answered again before the first copy is on disk).
+//! [`Ready::committed_entries`] only ever holds entries that earlier
+//! `Ready`s made durable (and `on_persisted` reported), so a runtime that
+//! persists asynchronously may apply them while this `Ready`'s own writes
+//! are in flight; an installed snapshot must be durable before it is
+//! applied, and no later entry is handed out for apply until it is.
 
 use crate::message::Message;
 use crate::types::{Entry, HardState, LogIndex, NodeId, Snapshot, Term};

@@ -31,7 +31,11 @@ fn election_5_2_a_candidate_with_a_majority_leads_and_votes_are_durable() {
     for n in 2..=3 {
         assert_eq!(c.node(n).role(), Role::Follower);
         assert_eq!(c.node(n).leader(), Some(id(1)));
-        assert_eq!(c.stores[&id(n)].hard_state.vote, Some(id(1)), "vote persisted");
+        assert_eq!(
+            c.stores[&id(n)].hard_state.vote,
+            Some(id(1)),
+            "vote persisted"
+        );
     }
 }
 
@@ -75,7 +79,11 @@ fn election_5_4_1_a_voter_refuses_a_less_up_to_date_log() {
         answer.map(|m| &m.body),
         Some(MessageBody::RequestVoteResponse { reject: true })
     ));
-    assert_eq!(c.node(2).term(), Term(5), "the higher term is adopted anyway");
+    assert_eq!(
+        c.node(2).term(),
+        Term(5),
+        "the higher term is adopted anyway"
+    );
 }
 
 // ------------------------------------------------------------ section 5.3
@@ -160,7 +168,11 @@ fn commit_5_4_2_an_old_term_entry_is_not_committed_by_counting() {
     assert!(c.elect(1));
     assert_eq!(c.node(1).term(), Term(4));
     for n in 2..=4 {
-        assert_eq!(c.node(1).match_index(id(n)), Some(LogIndex(2)), "S{n} holds (2, t2)");
+        assert_eq!(
+            c.node(1).match_index(id(n)),
+            Some(LogIndex(2)),
+            "S{n} holds (2, t2)"
+        );
     }
     assert_eq!(
         c.node(1).log().committed(),
@@ -171,7 +183,11 @@ fn commit_5_4_2_an_old_term_entry_is_not_committed_by_counting() {
     c.filter = Some(Box::new(|m: &mut Message| m.from != id(1) && m.to != id(1)));
     assert!(c.elect(5));
     c.tick_all(3);
-    assert_eq!(c.node(2).log().term(LogIndex(2)), Some(Term(3)), "overwritten");
+    assert_eq!(
+        c.node(2).log().term(LogIndex(2)),
+        Some(Term(3)),
+        "overwritten"
+    );
     // And once S1's own entry can replicate, everything before it commits.
     c.heal();
     c.tick_all(30);
@@ -207,7 +223,10 @@ fn read_index_6_4_waits_for_a_heartbeat_quorum() {
     c.isolate(1);
     c.node_mut(1).read_index(7).unwrap();
     c.tick_all(1);
-    assert!(c.stores[&id(1)].read_states.is_empty(), "no quorum, no answer");
+    assert!(
+        c.stores[&id(1)].read_states.is_empty(),
+        "no quorum, no answer"
+    );
     c.heal();
     c.tick_all(1);
     assert_eq!(c.stores[&id(1)].read_states, vec![(7, Some(commit))]);
@@ -313,11 +332,19 @@ fn snapshot_7_a_lagging_follower_installs_a_streamed_snapshot() {
     let installed = &c.stores[&id(3)].installed;
     assert_eq!(installed.len(), 1);
     assert_eq!(installed[0].meta.index, at);
-    assert_eq!(&installed[0].data[..], b"state-machine-bytes", "chunks in order");
+    assert_eq!(
+        &installed[0].data[..],
+        b"state-machine-bytes",
+        "chunks in order"
+    );
     assert_eq!(c.node(3).log().first_index(), at.next());
     let index = c.propose(1, b"after");
     c.tick_all(1);
-    assert_eq!(c.applied(3).last(), Some(&index), "applies after the snapshot");
+    assert_eq!(
+        c.applied(3).last(),
+        Some(&index),
+        "applies after the snapshot"
+    );
 }
 
 // --------------------------------------------- regressions from the simulator
@@ -379,7 +406,10 @@ fn regression_reordered_snapshot_chunks_are_buffered() {
     assert_eq!(&installed[0].data[..], b"12345678");
     assert!(c.queue.iter().any(|m| matches!(
         m.body,
-        MessageBody::SnapshotResponse { installed: true, .. }
+        MessageBody::SnapshotResponse {
+            installed: true,
+            ..
+        }
     )));
 }
 

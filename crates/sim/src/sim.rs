@@ -544,7 +544,10 @@ impl Sim {
     fn config(&self, n: usize) -> Config {
         let p = &self.params;
         let mut config = Config::new(node_id(n), self.options.seed);
-        (config.election_timeout_ticks_min, config.election_timeout_ticks_max) = p.election_ticks;
+        (
+            config.election_timeout_ticks_min,
+            config.election_timeout_ticks_max,
+        ) = p.election_ticks;
         config.max_inflight_appends = p.max_inflight_appends;
         config.max_append_bytes = p.max_append_bytes;
         config.snapshot_chunk_bytes = p.snapshot_chunk_bytes;
@@ -1047,8 +1050,15 @@ impl Sim {
                     .iter()
                     .filter_map(|x| x.raft.as_ref())
                     .filter(|r| r.role() == Role::Leader);
-                let term = self.nodes[n].raft.as_ref().map(Raft::term).unwrap_or_default();
-                if let Err(e) = self.checker.observe_committed(node_id(n), term, entry, leaders) {
+                let term = self.nodes[n]
+                    .raft
+                    .as_ref()
+                    .map(Raft::term)
+                    .unwrap_or_default();
+                if let Err(e) = self
+                    .checker
+                    .observe_committed(node_id(n), term, entry, leaders)
+                {
                     return self.fail(e);
                 }
             }

@@ -16,7 +16,7 @@
 
 use bytes::Bytes;
 use concord_raft::{
-    Config, ConfState, Entry, HardState, LogIndex, Message, NodeId, Raft, RestoredState, Role,
+    ConfState, Config, Entry, HardState, LogIndex, Message, NodeId, Raft, RestoredState, Role,
     Snapshot,
 };
 use std::collections::{BTreeMap, VecDeque};
@@ -92,9 +92,16 @@ impl Cluster {
                 .last()
                 .map(|e| e.index)
                 .unwrap_or_default()
-                .max(store.snapshot.as_ref().map(|s| s.meta.index).unwrap_or_default()),
+                .max(
+                    store
+                        .snapshot
+                        .as_ref()
+                        .map(|s| s.meta.index)
+                        .unwrap_or_default(),
+                ),
         };
-        self.nodes.insert(n, Raft::new(config, restored).expect("valid config"));
+        self.nodes
+            .insert(n, Raft::new(config, restored).expect("valid config"));
     }
 
     /// Adds a node that is not (yet) in the voters' configuration.
@@ -106,7 +113,8 @@ impl Cluster {
             ..RestoredState::default()
         };
         self.stores.insert(n, Store::default());
-        self.nodes.insert(n, Raft::new(config, restored).expect("valid config"));
+        self.nodes
+            .insert(n, Raft::new(config, restored).expect("valid config"));
     }
 
     pub fn node(&self, n: u64) -> &Raft {
@@ -241,6 +249,10 @@ impl Cluster {
     }
 
     pub fn applied(&self, n: u64) -> Vec<LogIndex> {
-        self.stores[&id(n)].applied.iter().map(|e| e.index).collect()
+        self.stores[&id(n)]
+            .applied
+            .iter()
+            .map(|e| e.index)
+            .collect()
     }
 }
