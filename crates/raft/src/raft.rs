@@ -643,6 +643,18 @@ impl Raft {
                 MessageBody::Append { .. }
                 | MessageBody::Heartbeat { .. }
                 | MessageBody::Snapshot { .. } => self.become_follower(m.term, Some(m.from)),
+                MessageBody::RequestVote { .. } if self.role != Role::Leader => {
+                    // Adopt the term but keep counting towards our own
+                    // timeout: only a granted vote restarts it (paper figure
+                    // 2, rules for followers). Restarting it on every request
+                    // let a candidate with a stale log, whose clock ran
+                    // faster, keep the up-to-date nodes from ever standing:
+                    // no leader, forever (found by the simulator with clock
+                    // drift and pre-vote off).
+                    let timer = (self.election_elapsed, self.randomized_election_timeout);
+                    self.become_follower(m.term, None);
+                    (self.election_elapsed, self.randomized_election_timeout) = timer;
+                }
                 _ => self.become_follower(m.term, None),
             }
         } else if m.term < self.term {

@@ -450,3 +450,42 @@ fn regression_snapshot_stream_resumes_from_what_a_restarted_follower_holds() {
     assert_eq!(c.stores[&id(3)].installed.len(), 1);
     assert_eq!(&c.stores[&id(3)].installed[0].data[..], b"0123456789abcdef");
 }
+
+/// Bug: a RequestVote with a higher term restarted the election timer even
+/// when the vote was refused, so a candidate with a stale log and a faster
+/// clock kept every up-to-date node from ever standing (the simulator's
+/// heal phase ended with no leader). Only a granted vote restarts it.
+#[test]
+fn regression_refused_votes_do_not_hold_back_an_up_to_date_node() {
+    let mut c = Cluster::with_config(3, |cfg| {
+        cfg.pre_vote = false;
+        cfg.check_quorum = false;
+    });
+    assert!(c.elect(1));
+    c.isolate(3);
+    c.propose(1, b"x");
+    let stale = (c.node(3).log().last_index(), c.node(3).log().last_term());
+    // Node 1 goes silent; node 3 (stale log) campaigns at every tick of
+    // node 2, in ever higher terms.
+    let mut term = c.node(2).term().0;
+    let mut stood = false;
+    for _ in 0..25 {
+        term += 1;
+        c.node_mut(2).step(Message {
+            from: id(3),
+            to: id(2),
+            term: Term(term),
+            body: MessageBody::RequestVote {
+                last_log_index: stale.0,
+                last_log_term: stale.1,
+                transfer: false,
+            },
+        });
+        c.node_mut(2).tick();
+        if c.node(2).role() == Role::Candidate {
+            stood = true;
+            break;
+        }
+    }
+    assert!(stood, "node 2 never stood for election");
+}

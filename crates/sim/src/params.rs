@@ -91,8 +91,11 @@ pub struct Params {
     pub think_us: (u64, u64),
     /// A client gives up on an operation after this long.
     pub client_timeout_us: u64,
-    /// Mean gap between leadership transfers, microseconds (0: none).
+    /// Mean gap between leadership transfers, microseconds.
     pub transfer_every_us: u64,
+    /// Mean gap between membership changes (add learner, promote, remove
+    /// voter), microseconds.
+    pub reconfigure_every_us: u64,
     /// Length of the safety phase (faults on), microseconds.
     pub safety_us: u64,
     /// Length of the liveness phase (all up, network healthy), microseconds.
@@ -144,6 +147,7 @@ impl Params {
             think_us: (0, rng.gen_range(1_000..60_000)),
             client_timeout_us: rng.gen_range(200_000..1_500_000),
             transfer_every_us: rng.gen_range(300_000..3_000_000),
+            reconfigure_every_us: rng.gen_range(200_000..3_000_000),
             safety_us: 2_000_000,
             liveness_us: 2_500_000,
         }
@@ -182,13 +186,14 @@ impl fmt::Display for Params {
         )?;
         write!(
             f,
-            "clients={} keys={} read_ratio={:.2} think_us={:?} timeout_us={} transfer_every_us={} safety_us={} liveness_us={}",
+            "clients={} keys={} read_ratio={:.2} think_us={:?} timeout_us={} transfer_every_us={} reconfigure_every_us={} safety_us={} liveness_us={}",
             self.clients,
             self.keys,
             self.read_ratio,
             self.think_us,
             self.client_timeout_us,
             self.transfer_every_us,
+            self.reconfigure_every_us,
             self.safety_us,
             self.liveness_us
         )

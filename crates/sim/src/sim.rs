@@ -28,8 +28,9 @@ use crate::history::History;
 use crate::kv::{Kv, Write};
 use crate::net::Links;
 use crate::params::Params;
+use bytes::Bytes;
 use concord_raft::{
-    ConfState, Config, LogIndex, Message, MessageBody, NodeId, ProposeError, Raft, Ready,
+    ConfChange, ConfChangeKind, ConfState, Config, LogIndex, Message, MessageBody, NodeId, ProposeError, Raft, Ready,
     RestoredState, Role, Snapshot, Term,
 };
 use rand::{Rng, SeedableRng};
@@ -57,6 +58,11 @@ const MAX_QUEUED_EVENTS: usize = 100_000;
 
 /// Events processed per run, at most (a 7-node run takes about 25,000).
 const MAX_EVENTS: u64 = 500_000;
+
+/// During the heal phase the leader re-adds every node that a membership
+/// change removed, one change per this many microseconds, so the final
+/// check can expect every node to be a caught-up voter.
+const RESTORE_EVERY_US: u64 = 20_000;
 
 /// How to run one simulation.
 #[derive(Clone, Copy)]
@@ -114,6 +120,8 @@ pub struct Stats {
     pub partitions: u64,
     /// Leadership transfers requested.
     pub transfers: u64,
+    /// Membership changes proposed (and accepted by a leader).
+    pub conf_changes: u64,
     /// Writes acknowledged to clients.
     pub writes_acked: u64,
     /// Writes that ended without an acknowledgement.
@@ -140,6 +148,7 @@ impl Stats {
         self.torn_crashes += o.torn_crashes;
         self.partitions += o.partitions;
         self.transfers += o.transfers;
+        self.conf_changes += o.conf_changes;
         self.writes_acked += o.writes_acked;
         self.writes_unacked += o.writes_unacked;
         self.reads_ok += o.reads_ok;
@@ -201,6 +210,8 @@ enum EventKind {
     Partition,
     Heal,
     Transfer,
+    Reconfigure,
+    Restore,
     ClientStep(usize),
     ClientTimeout(usize, u64),
     Liveness,
@@ -413,6 +424,8 @@ impl Sim {
         self.schedule(g, EventKind::Partition);
         let g = self.gap(p.transfer_every_us);
         self.schedule(g, EventKind::Transfer);
+        let g = self.gap(p.reconfigure_every_us);
+        self.schedule(g, EventKind::Reconfigure);
         for c in 0..self.clients.len() {
             let g = self.uniform(p.think_us);
             self.schedule(g, EventKind::ClientStep(c));
@@ -516,6 +529,17 @@ impl Sim {
                     self.schedule(g, EventKind::Transfer);
                 }
             }
+            EventKind::Reconfigure => {
+                if self.phase == Phase::Safety {
+                    self.reconfigure();
+                    let g = self.gap(self.params.reconfigure_every_us);
+                    self.schedule(g, EventKind::Reconfigure);
+                }
+            }
+            EventKind::Restore => {
+                self.restore_membership();
+                self.schedule(RESTORE_EVERY_US, EventKind::Restore);
+            }
             EventKind::ClientStep(c) => self.client_step(c),
             EventKind::ClientTimeout(c, op) => {
                 if self.clients[c].op.as_ref().is_some_and(|o| o.id == op) {
@@ -535,6 +559,7 @@ impl Sim {
                         self.start_node(n);
                     }
                 }
+                self.schedule(0, EventKind::Restore);
             }
         }
     }
@@ -658,6 +683,73 @@ impl Sim {
             let _ = raft.transfer_leadership(node_id(target));
         }
         self.drain(l);
+    }
+
+    fn leader_index(&self) -> Option<usize> {
+        (0..self.nodes.len())
+            .filter(|i| {
+                self.nodes[*i]
+                    .raft
+                    .as_ref()
+                    .is_some_and(|r| r.role() == Role::Leader)
+            })
+            .max_by_key(|i| self.nodes[*i].raft.as_ref().map(Raft::term))
+    }
+
+    fn propose_change(&mut self, l: usize, kind: ConfChangeKind, node: usize) {
+        let change = ConfChange {
+            kind,
+            node: node_id(node),
+            context: Bytes::new(),
+        };
+        let Some(raft) = self.nodes[l].raft.as_mut() else {
+            return;
+        };
+        let result = raft.propose_conf_change(change);
+        if result.is_ok() {
+            self.stats.conf_changes += 1;
+        }
+        self.log(|| format!("{} conf change {kind:?} {}: {result:?}", node_id(l), node_id(node)));
+        self.drain(l);
+    }
+
+    /// A random single-member change: add a missing node (as learner or
+    /// voter), promote a learner, or remove a voter (never below two, so
+    /// the group keeps a quorum that is not one node).
+    fn reconfigure(&mut self) {
+        let Some(l) = self.leader_index() else { return };
+        let Some(conf) = self.nodes[l].raft.as_ref().map(|r| r.conf().clone()) else {
+            return;
+        };
+        let mut options = Vec::new();
+        for n in 0..self.nodes.len() {
+            let id = node_id(n);
+            if !conf.contains(id) {
+                options.push((ConfChangeKind::AddLearner, n));
+                options.push((ConfChangeKind::AddVoter, n));
+            } else if conf.learners.contains(&id) {
+                options.push((ConfChangeKind::AddVoter, n));
+                options.push((ConfChangeKind::Remove, n));
+            } else if conf.voters.len() > 2 {
+                options.push((ConfChangeKind::Remove, n));
+            }
+        }
+        if options.is_empty() {
+            return;
+        }
+        let (kind, n) = options[self.rng.gen_range(0..options.len())];
+        self.propose_change(l, kind, n);
+    }
+
+    /// Heal phase: make every node a voter again, one change at a time.
+    fn restore_membership(&mut self) {
+        let Some(l) = self.leader_index() else { return };
+        let Some(conf) = self.nodes[l].raft.as_ref().map(|r| r.conf().clone()) else {
+            return;
+        };
+        if let Some(n) = (0..self.nodes.len()).find(|n| !conf.voters.contains(&node_id(*n))) {
+            self.propose_change(l, ConfChangeKind::AddVoter, n);
+        }
     }
 
     /// Hands every pending `Ready` of node `n` to the runtime model.
@@ -1077,6 +1169,12 @@ impl Sim {
         let Some(leader) = leader else {
             return self.fail("liveness: no leader at the end of the heal phase".to_string());
         };
+        if leader.conf().voters.len() != self.nodes.len() {
+            return self.fail(format!(
+                "liveness: membership not restored by the end of the heal phase: {:?}",
+                leader.conf()
+            ));
+        }
         let target = leader.log().committed();
         for n in 0..self.nodes.len() {
             let applied = self.nodes[n].sm.applied;
