@@ -39,7 +39,9 @@
 //!    within `revoke_retry`; a lease with a revocation in flight answers
 //!    renewals as not found (etcd: an expired lease cannot be renewed).
 
-use concord_mvcc::{Command, LeaseCheckpoint, LeaseCheckpointRequest, LeaseInfo, LeaseRevokeRequest};
+use concord_mvcc::{
+    Command, LeaseCheckpoint, LeaseCheckpointRequest, LeaseInfo, LeaseRevokeRequest,
+};
 use std::collections::{BTreeSet, HashMap};
 use std::time::{Duration, Instant};
 
@@ -121,7 +123,10 @@ pub struct Lessor {
     expiry: BTreeSet<(Instant, i64)>,
     /// `(next checkpoint, id)` of leases that want one.
     checkpoints: BTreeSet<(Instant, i64)>,
-    last_tick: Option<Instant>,
+    /// When the loop last called in (any call that takes `now`).
+    last_seen: Option<Instant>,
+    /// The tick interval, as of the last tick.
+    interval: Duration,
     /// Total stalled time forgiven so far (for status and tests).
     forgiven: Duration,
 }
@@ -139,7 +144,8 @@ impl Lessor {
             leases: HashMap::new(),
             expiry: BTreeSet::new(),
             checkpoints: BTreeSet::new(),
-            last_tick: None,
+            last_seen: None,
+            interval: Duration::from_millis(100),
             forgiven: Duration::ZERO,
         }
     }
@@ -170,7 +176,7 @@ impl Lessor {
         self.leases.clear();
         self.expiry.clear();
         self.checkpoints.clear();
-        self.last_tick = Some(now);
+        self.last_seen = Some(now);
         for info in leases {
             let remaining = if info.remaining_ttl > 0 {
                 info.remaining_ttl
@@ -188,10 +194,27 @@ impl Lessor {
         self.leases.clear();
         self.expiry.clear();
         self.checkpoints.clear();
-        self.last_tick = None;
+        self.last_seen = None;
     }
 
-    fn insert(&mut self, id: i64, granted: i64, checkpointed: i64, deadline: Instant, now: Instant) {
+    /// Notes that the loop runs at `now`; a gap much longer than a tick
+    /// since the last call was a stall, forgiven (invariant 1).
+    fn observe(&mut self, now: Instant) {
+        let last = self.last_seen.replace(now).unwrap_or(now);
+        let gap = now.saturating_duration_since(last);
+        if gap > self.interval * STALL_TICKS {
+            self.extend_all(gap.saturating_sub(self.interval));
+        }
+    }
+
+    fn insert(
+        &mut self,
+        id: i64,
+        granted: i64,
+        checkpointed: i64,
+        deadline: Instant,
+        now: Instant,
+    ) {
         self.remove(id);
         let next_checkpoint = self.checkpoint_due(granted, now);
         self.leases.insert(
@@ -222,7 +245,8 @@ impl Lessor {
     /// Leases shorter than the checkpoint interval expire before a
     /// checkpoint would matter (etcd's rule).
     fn checkpoint_due(&self, granted: i64, now: Instant) -> Option<Instant> {
-        (secs(granted) > self.config.checkpoint_interval).then(|| now + self.config.checkpoint_interval)
+        (secs(granted) > self.config.checkpoint_interval)
+            .then(|| now + self.config.checkpoint_interval)
     }
 
     /// A keep-alive. Returns the granted TTL, and a command to propose when
@@ -231,6 +255,7 @@ impl Lessor {
         if !self.primary {
             return Err(LeaseError::NotLeader);
         }
+        self.observe(now);
         let Some(lease) = self.leases.get(&id) else {
             return Err(LeaseError::NotFound);
         };
@@ -252,10 +277,11 @@ impl Lessor {
     }
 
     /// LeaseTimeToLive as the primary sees it.
-    pub fn time_to_live(&self, id: i64, now: Instant) -> Result<TimeToLive, LeaseError> {
+    pub fn time_to_live(&mut self, id: i64, now: Instant) -> Result<TimeToLive, LeaseError> {
         if !self.primary {
             return Err(LeaseError::NotLeader);
         }
+        self.observe(now);
         let lease = self.leases.get(&id).ok_or(LeaseError::NotFound)?;
         Ok(TimeToLive {
             remaining_secs: lease.deadline.saturating_duration_since(now).as_secs() as i64,
@@ -270,13 +296,10 @@ impl Lessor {
         if !self.primary {
             return Vec::new();
         }
-        let last = self.last_tick.replace(now).unwrap_or(now);
-        let gap = now.saturating_duration_since(last);
-        if gap > interval * STALL_TICKS {
-            // Invariant 1: the loop was not running; nobody could renew
-            // through us meanwhile, so the stall does not count.
-            self.extend_all(gap.saturating_sub(interval));
-        }
+        self.interval = interval;
+        // Invariant 1: if the loop was not running, nobody could renew
+        // through us meanwhile, so the stall does not count.
+        self.observe(now);
         let mut out = Vec::new();
         let mut revokes = 0;
         let due: Vec<i64> = self
@@ -289,7 +312,10 @@ impl Lessor {
             if revokes >= REVOKES_PER_TICK_MAX {
                 break;
             }
-            let lease = self.leases.get_mut(&id).expect("expiry entries are tracked");
+            let lease = self
+                .leases
+                .get_mut(&id)
+                .expect("expiry entries are tracked");
             let retry = lease
                 .revoke_proposed_at
                 .is_none_or(|at| now.saturating_duration_since(at) >= self.config.revoke_retry);
@@ -306,14 +332,18 @@ impl Lessor {
             }
             self.checkpoints.pop_first();
             let next = now + self.config.checkpoint_interval;
-            let lease = self.leases.get_mut(&id).expect("checkpoint entries are tracked");
+            let lease = self
+                .leases
+                .get_mut(&id)
+                .expect("checkpoint entries are tracked");
             lease.next_checkpoint = None;
             if lease.revoke_proposed_at.is_some() {
                 continue;
             }
             let remaining = lease.deadline.saturating_duration_since(now);
             // Rounded up: a checkpoint never shortens a lease.
-            let remaining_ttl = remaining.as_secs() as i64 + i64::from(remaining.subsec_nanos() > 0);
+            let remaining_ttl =
+                remaining.as_secs() as i64 + i64::from(remaining.subsec_nanos() > 0);
             if remaining_ttl > 0 {
                 batch.push(LeaseCheckpoint { id, remaining_ttl });
             }
@@ -321,7 +351,9 @@ impl Lessor {
             self.checkpoints.insert((next, id));
         }
         if !batch.is_empty() {
-            out.push(Command::LeaseCheckpoint(LeaseCheckpointRequest { checkpoints: batch }));
+            out.push(Command::LeaseCheckpoint(LeaseCheckpointRequest {
+                checkpoints: batch,
+            }));
         }
         out
     }
@@ -341,10 +373,8 @@ impl Lessor {
     /// the primary's table in step with the store.
     pub fn on_applied(&mut self, command: &Command, ok: bool, now: Instant) {
         match command {
-            Command::LeaseGrant(req) if ok => {
-                if self.primary {
-                    self.insert(req.id, req.ttl, 0, now + secs(req.ttl), now);
-                }
+            Command::LeaseGrant(req) if ok && self.primary => {
+                self.insert(req.id, req.ttl, 0, now + secs(req.ttl), now);
             }
             // A refused revoke means the lease is already gone.
             Command::LeaseRevoke(req) => self.remove(req.id),
@@ -381,17 +411,30 @@ mod tests {
             .collect()
     }
 
-    /// Ticks every TICK from `from` to `to`, collecting revocations.
-    fn run(lessor: &mut Lessor, from: Instant, to: Instant) -> Vec<(Duration, i64)> {
+    /// Ticks every TICK from `from` to `to`, collecting revocations (and
+    /// applying them at once if `apply`).
+    fn run_with(
+        lessor: &mut Lessor,
+        from: Instant,
+        to: Instant,
+        apply: bool,
+    ) -> Vec<(Duration, i64)> {
         let mut out = Vec::new();
         let mut now = from;
         while now <= to {
             for id in revoked(&lessor.tick(now, TICK)) {
                 out.push((now - from, id));
+                if apply {
+                    lessor.on_applied(&Command::LeaseRevoke(LeaseRevokeRequest { id }), true, now);
+                }
             }
             now += TICK;
         }
         out
+    }
+
+    fn run(lessor: &mut Lessor, from: Instant, to: Instant) -> Vec<(Duration, i64)> {
+        run_with(lessor, from, to, false)
     }
 
     #[test]
@@ -412,9 +455,17 @@ mod tests {
         let revokes = run(&mut lessor, t0, t0 + Duration::from_secs(4));
         assert_eq!(revokes, vec![(Duration::from_secs(2), 7)]);
         // Not applied within revoke_retry: proposed again.
-        let later = run(&mut lessor, t0 + Duration::from_secs(5), t0 + Duration::from_secs(6));
+        let later = run(
+            &mut lessor,
+            t0 + Duration::from_secs(5),
+            t0 + Duration::from_secs(6),
+        );
         assert_eq!(later.len(), 1);
-        lessor.on_applied(&Command::LeaseRevoke(LeaseRevokeRequest { id: 7 }), true, t0);
+        lessor.on_applied(
+            &Command::LeaseRevoke(LeaseRevokeRequest { id: 7 }),
+            true,
+            t0,
+        );
         assert!(lessor.is_empty());
     }
 
@@ -428,11 +479,24 @@ mod tests {
         let (ttl, reset) = lessor.renew(1, t0 + Duration::from_secs(2)).unwrap();
         assert_eq!((ttl, reset), (3, None));
         let ttl = lessor.time_to_live(1, t0 + Duration::from_secs(2)).unwrap();
-        assert_eq!(ttl, TimeToLive { remaining_secs: 3, granted_secs: 3 });
-        let revokes = run(&mut lessor, t0 + Duration::from_secs(2), t0 + Duration::from_secs(6));
+        assert_eq!(
+            ttl,
+            TimeToLive {
+                remaining_secs: 3,
+                granted_secs: 3
+            }
+        );
+        let revokes = run(
+            &mut lessor,
+            t0 + Duration::from_secs(2),
+            t0 + Duration::from_secs(6),
+        );
         assert_eq!(revokes, vec![(Duration::from_secs(3), 1)]);
         // Expired and being revoked: cannot be renewed.
-        assert_eq!(lessor.renew(1, t0 + Duration::from_secs(6)), Err(LeaseError::NotFound));
+        assert_eq!(
+            lessor.renew(1, t0 + Duration::from_secs(6)),
+            Err(LeaseError::NotFound)
+        );
         assert_eq!(lessor.renew(99, t0), Err(LeaseError::NotFound));
     }
 
@@ -449,10 +513,18 @@ mod tests {
         let resumed = t0 + Duration::from_secs(31);
         assert!(revoked(&lessor.tick(resumed, TICK)).is_empty());
         assert!(lessor.forgiven() >= Duration::from_secs(29));
+        // A keep-alive queued during the stall is served, not refused.
+        let mut other = Lessor::new(LessorConfig::default());
+        other.promote(Vec::new(), t0);
+        other.on_applied(&grant(1, 5), true, t0);
+        other.tick(t0 + TICK, TICK);
+        assert_eq!(other.renew(1, t0 + Duration::from_secs(30)), Ok((5, None)));
         // The 4 s the leases had left still count after the stall.
         let revokes = run(&mut lessor, resumed, resumed + Duration::from_secs(6));
         assert!(!revokes.is_empty());
-        assert!(revokes.iter().all(|(after, _)| *after >= Duration::from_millis(3900)));
+        assert!(revokes
+            .iter()
+            .all(|(after, _)| *after >= Duration::from_millis(3900)));
     }
 
     #[test]
@@ -470,7 +542,7 @@ mod tests {
             keys: Vec::new(),
         };
         lessor.promote(vec![info(1, 10, 0), info(2, 10, 4)], t0);
-        let revokes = run(&mut lessor, t0, t0 + Duration::from_secs(12));
+        let revokes = run_with(&mut lessor, t0, t0 + Duration::from_secs(12), true);
         assert_eq!(
             revokes,
             vec![(Duration::from_secs(5), 2), (Duration::from_secs(11), 1)]
@@ -491,6 +563,7 @@ mod tests {
         lessor.promote(Vec::new(), t0);
         lessor.on_applied(&grant(1, 10), true, t0);
         lessor.on_applied(&grant(2, 1), true, t0);
+        run(&mut lessor, t0, t0 + Duration::from_secs(2) - TICK);
         let commands = lessor.tick(t0 + Duration::from_secs(2), TICK);
         let checkpoint = commands
             .iter()
@@ -499,18 +572,30 @@ mod tests {
                 _ => None,
             })
             .expect("a checkpoint of lease 1");
-        assert_eq!(checkpoint.checkpoints, vec![LeaseCheckpoint { id: 1, remaining_ttl: 8 }]);
+        assert_eq!(
+            checkpoint.checkpoints,
+            vec![LeaseCheckpoint {
+                id: 1,
+                remaining_ttl: 8
+            }]
+        );
         let applied = Command::LeaseCheckpoint(checkpoint);
         lessor.on_applied(&applied, true, t0 + Duration::from_secs(2));
         let (_, reset) = lessor.renew(1, t0 + Duration::from_secs(3)).unwrap();
         assert_eq!(
             reset,
             Some(Command::LeaseCheckpoint(LeaseCheckpointRequest {
-                checkpoints: vec![LeaseCheckpoint { id: 1, remaining_ttl: 0 }]
+                checkpoints: vec![LeaseCheckpoint {
+                    id: 1,
+                    remaining_ttl: 0
+                }]
             }))
         );
         // No further reset until the next checkpoint.
-        assert_eq!(lessor.renew(1, t0 + Duration::from_secs(3)).unwrap().1, None);
+        assert_eq!(
+            lessor.renew(1, t0 + Duration::from_secs(3)).unwrap().1,
+            None
+        );
     }
 
     #[test]
@@ -522,8 +607,12 @@ mod tests {
             lessor.on_applied(&grant(id, 1), true, t0);
         }
         let at = t0 + Duration::from_secs(1);
+        assert!(run(&mut lessor, t0, at - TICK).is_empty());
         assert_eq!(revoked(&lessor.tick(at, TICK)).len(), REVOKES_PER_TICK_MAX);
-        assert_eq!(revoked(&lessor.tick(at + TICK, TICK)).len(), REVOKES_PER_TICK_MAX);
+        assert_eq!(
+            revoked(&lessor.tick(at + TICK, TICK)).len(),
+            REVOKES_PER_TICK_MAX
+        );
         assert_eq!(revoked(&lessor.tick(at + TICK * 2, TICK)).len(), 5);
     }
 }

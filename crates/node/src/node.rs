@@ -17,15 +17,19 @@
 //! 2. On restart the flags about the initial cluster are ignored: identity
 //!    and membership come from the data directory, as in etcd.
 
-use crate::api::{Api, GRPC_OVERHEAD_BYTES};
+use crate::api::{Api, Coordination, GRPC_OVERHEAD_BYTES};
 use crate::config::{ClusterState, NodeConfig};
+use crate::lessor::LessorConfig;
 use crate::members::{member_id, ConfChangeContext, Members};
 use crate::replica::{event_channel, Replica, ReplicaError, ReplicaParts, Request, Shared};
 use crate::transport::{url_to_addr, FaultRules, Transport};
 use bytes::Bytes;
 use concord_etcd_proto::etcdserverpb::{
-    cluster_server::ClusterServer, kv_server::KvServer, maintenance_server::MaintenanceServer,
+    cluster_server::ClusterServer, kv_server::KvServer, lease_server::LeaseServer,
+    maintenance_server::MaintenanceServer, watch_server::WatchServer,
 };
+use concord_etcd_proto::v3electionpb::election_server::ElectionServer;
+use concord_etcd_proto::v3lockpb::lock_server::LockServer;
 use concord_mvcc::{Store, StoreOptions};
 use concord_raft::{
     ConfChange, ConfChangeKind, Config as RaftConfig, Entry, EntryKind, HardState, LogIndex,
@@ -307,6 +311,10 @@ pub fn start(config: NodeConfig) -> Result<RunningNode, StartError> {
         max_request_bytes: config.max_request_bytes,
         max_txn_ops: config.max_txn_ops,
         cluster_token: config.initial_cluster_token.clone(),
+        coordination: Arc::new(Coordination::new(
+            identity.member_id,
+            Duration::from_millis(config.election_timeout_ms),
+        )),
     };
     let max_message = config.max_request_bytes + GRPC_OVERHEAD_BYTES;
     for listener in client_listeners {
@@ -326,6 +334,16 @@ pub fn start(config: NodeConfig) -> Result<RunningNode, StartError> {
                         .max_encoding_message_size(usize::MAX),
                 )
                 .add_service(ClusterServer::new(api.clone()).max_decoding_message_size(max_message))
+                .add_service(
+                    WatchServer::new(api.clone())
+                        .max_decoding_message_size(max_message)
+                        .max_encoding_message_size(usize::MAX),
+                )
+                .add_service(LeaseServer::new(api.clone()).max_decoding_message_size(max_message))
+                .add_service(LockServer::new(api.clone()).max_decoding_message_size(max_message))
+                .add_service(
+                    ElectionServer::new(api.clone()).max_decoding_message_size(max_message),
+                )
                 .add_service(
                     MaintenanceServer::new(api.clone()).max_decoding_message_size(max_message),
                 )
@@ -350,6 +368,12 @@ pub fn start(config: NodeConfig) -> Result<RunningNode, StartError> {
         tick: Duration::from_millis(config.heartbeat_interval_ms),
         snapshot_count: config.snapshot_count,
         client_urls: config.advertise_client_urls.clone(),
+        lessor: LessorConfig {
+            promotion_extension: Duration::from_millis(config.election_timeout_ms),
+            revoke_retry: Duration::from_millis(2 * config.election_timeout_ms)
+                .max(Duration::from_secs(1)),
+            ..LessorConfig::default()
+        },
     });
     let replica_thread = std::thread::Builder::new()
         .name("concord-raft".into())

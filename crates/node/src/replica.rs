@@ -24,6 +24,7 @@
 //!    than continuing with state that may have diverged.
 
 use crate::envelope::{Envelope, Payload};
+use crate::lessor::{LeaseError, Lessor, LessorConfig, TimeToLive};
 use crate::members::{ConfChangeContext, Member, Members};
 use crate::transport::{Inbound, Transport};
 use bytes::Bytes;
@@ -107,8 +108,29 @@ pub enum Request {
         /// Answered when the transfer started (or failed).
         reply: oneshot::Sender<Result<(), ServerError>>,
     },
+    /// A question for the leader's lessor, answered without Raft.
+    Lease(LeaseQuery),
     /// Stop the loop.
     Shutdown,
+}
+
+/// What the API asks the lessor (see [`crate::lessor`]). Only the leader's
+/// lessor answers; elsewhere the answer is [`LeaseError::NotLeader`].
+pub enum LeaseQuery {
+    /// A keep-alive: answered with the granted TTL.
+    Renew {
+        /// Lease id.
+        id: i64,
+        /// The answer.
+        reply: oneshot::Sender<Result<i64, LeaseError>>,
+    },
+    /// LeaseTimeToLive.
+    TimeToLive {
+        /// Lease id.
+        id: i64,
+        /// The answer.
+        reply: oneshot::Sender<Result<TimeToLive, LeaseError>>,
+    },
 }
 
 /// State the API reads without going through the loop.
@@ -137,7 +159,10 @@ pub struct Shared {
     pub reader: StoreReader,
     /// The loop's inbox.
     pub inbox: Sender<Request>,
-    /// Applied events, in revision order, for watchers.
+    /// Applied events, in revision order, for watchers. Sending never
+    /// waits: a slow receiver lags and must re-read history. An empty batch
+    /// is a gap marker (a snapshot was installed; its events were never
+    /// sent): receivers re-read history too. See [`crate::watch_hub`].
     pub events: broadcast::Sender<Arc<Vec<Event>>>,
     /// How long a request may wait.
     pub request_timeout: Duration,
@@ -181,6 +206,22 @@ impl Shared {
             .map_err(|_| ServerError::Stopped)?;
         match tokio::time::timeout(self.request_timeout, rx).await {
             Ok(Ok(result)) => result,
+            Ok(Err(_)) => Err(ServerError::Stopped),
+            Err(_) => Err(ServerError::Timeout),
+        }
+    }
+
+    /// Asks this member's lessor (see [`LeaseQuery`]).
+    pub async fn ask_lessor<T>(
+        &self,
+        query: impl FnOnce(oneshot::Sender<Result<T, LeaseError>>) -> LeaseQuery,
+    ) -> Result<Result<T, LeaseError>, ServerError> {
+        let (reply, rx) = oneshot::channel();
+        self.inbox
+            .send(Request::Lease(query(reply)))
+            .map_err(|_| ServerError::Stopped)?;
+        match tokio::time::timeout(self.request_timeout, rx).await {
+            Ok(Ok(result)) => Ok(result),
             Ok(Err(_)) => Err(ServerError::Stopped),
             Err(_) => Err(ServerError::Timeout),
         }
@@ -238,6 +279,8 @@ pub struct ReplicaParts {
     pub snapshot_count: u64,
     /// Client URLs to publish.
     pub client_urls: Vec<String>,
+    /// Settings of the leader's lessor.
+    pub lessor: LessorConfig,
 }
 
 /// The loop's state.
@@ -263,6 +306,7 @@ pub struct Replica {
     last_snapshot_index: LogIndex,
     attributes_pending: bool,
     attributes_published: bool,
+    lessor: Lessor,
 }
 
 /// Creates the snapshot payload: member table, then the store's own stream.
@@ -339,6 +383,7 @@ impl Replica {
             last_snapshot_index,
             attributes_pending: false,
             attributes_published: false,
+            lessor: Lessor::new(parts.lessor),
         }
     }
 
@@ -378,7 +423,13 @@ impl Replica {
                     .tick_scale_percent
                     .load(Ordering::Relaxed)
                     .clamp(1, 10_000);
-                next_tick = now + self.tick * scale as u32 / 100;
+                let interval = self.tick * scale as u32 / 100;
+                next_tick = now + interval;
+                // The lessor sees how late this tick is: a stall must not
+                // expire leases (lessor invariant 1).
+                for command in self.lessor.tick(now, interval) {
+                    self.propose_own(command);
+                }
                 self.expire_deadlines(now);
                 self.maybe_publish_attributes();
             }
@@ -442,6 +493,7 @@ impl Replica {
                     let _ = reply.send(Err(propose_error(e)));
                 }
             },
+            Request::Lease(query) => self.answer_lease(query),
             Request::TransferLeader { target, reply } => {
                 let result = self
                     .raft
@@ -451,6 +503,53 @@ impl Replica {
             }
         }
         false
+    }
+
+    fn answer_lease(&mut self, query: LeaseQuery) {
+        let now = Instant::now();
+        match query {
+            LeaseQuery::Renew { id, reply } => {
+                let result = self.lessor.renew(id, now).map(|(ttl, reset)| {
+                    if let Some(command) = reset {
+                        self.propose_own(command);
+                    }
+                    ttl
+                });
+                let _ = reply.send(result);
+            }
+            LeaseQuery::TimeToLive { id, reply } => {
+                let _ = reply.send(self.lessor.time_to_live(id, now));
+            }
+        }
+    }
+
+    /// Proposes a command of the leader's own (lease expiry, checkpoints)
+    /// that no client waits for; dropped unless this member leads.
+    fn propose_own(&mut self, command: Command) {
+        if self.raft.role() != concord_raft::Role::Leader {
+            return;
+        }
+        let envelope = Envelope {
+            origin: self.shared.member_id,
+            sequence: self.next_sequence(),
+            payload: Payload::Kv(command),
+        };
+        if let Err(e) = self.raft.propose(envelope.encode()) {
+            tracing::debug!(error = ?e, "lessor proposal dropped");
+        }
+    }
+
+    /// Promotes or demotes the lessor when leadership changed.
+    fn sync_lessor_role(&mut self) -> Result<(), ReplicaError> {
+        let leading = self.raft.role() == concord_raft::Role::Leader;
+        if leading && !self.lessor.is_primary() {
+            let leases = self.store.reader().leases()?;
+            tracing::info!(leases = leases.len(), "lessor promoted");
+            self.lessor.promote(leases, Instant::now());
+        } else if !leading && self.lessor.is_primary() {
+            self.lessor.demote();
+        }
+        Ok(())
     }
 
     fn next_sequence(&mut self) -> u64 {
@@ -588,7 +687,9 @@ impl Replica {
             }
         }
 
-        // 4. Apply.
+        // 4. Apply (the lessor first learns whether it is primary, so the
+        //    lease commands applied below update the right table).
+        self.sync_lessor_role()?;
         self.apply(ready.committed_entries)?;
         self.shared
             .commit_index
@@ -698,6 +799,19 @@ impl Replica {
         }
         let last_index = batch.last().map(|(i, _)| *i).unwrap_or(0);
         let results = self.store.apply_batch(&batch)?;
+        let now = Instant::now();
+        for ((_, command), result) in batch.iter().zip(&results) {
+            let fresh = !matches!(
+                result,
+                Ok(CommandOutput {
+                    response: concord_mvcc::Response::AlreadyApplied,
+                    ..
+                })
+            );
+            if fresh {
+                self.lessor.on_applied(command, result.is_ok(), now);
+            }
+        }
         if members_changed || last_index > self.members.applied_index {
             self.members.applied_index = last_index;
             if members_changed {
@@ -787,6 +901,9 @@ impl Replica {
         self.shared
             .applied_index
             .store(self.store.applied_index(), Ordering::Release);
+        // Gap marker: watchers re-read history (the events the snapshot
+        // covers were never broadcast here).
+        let _ = self.shared.events.send(Arc::new(Vec::new()));
         Ok(())
     }
 

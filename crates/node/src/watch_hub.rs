@@ -89,8 +89,10 @@ pub async fn history(
 ) -> Result<EventBatch, MvccError> {
     let reader = shared.reader.clone();
     let (key, end) = (range.key.clone(), range.range_end.clone());
-    match tokio::task::spawn_blocking(move || reader.events_since(start_revision, &key, &end, limit))
-        .await
+    match tokio::task::spawn_blocking(move || {
+        reader.events_since(start_revision, &key, &end, limit)
+    })
+    .await
     {
         Ok(result) => result,
         Err(_) => Err(MvccError::Invariant("history read task failed".into())),
@@ -117,7 +119,9 @@ pub enum CursorError {
 impl From<MvccError> for CursorError {
     fn from(e: MvccError) -> Self {
         match e {
-            MvccError::Compacted { compact_revision } => CursorError::Compacted { compact_revision },
+            MvccError::Compacted { compact_revision } => {
+                CursorError::Compacted { compact_revision }
+            }
             other => CursorError::Store(other),
         }
     }
@@ -157,7 +161,8 @@ impl EventCursor {
     pub async fn next(&mut self) -> Result<Vec<Event>, CursorError> {
         loop {
             if !self.live {
-                let batch = history(&self.shared, self.next, &self.range, HISTORY_CHUNK_EVENTS).await?;
+                let batch =
+                    history(&self.shared, self.next, &self.range, HISTORY_CHUNK_EVENTS).await?;
                 self.next = self.next.max(batch.next_revision);
                 if batch.next_revision > batch.current_revision {
                     self.live = true;

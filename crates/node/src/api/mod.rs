@@ -11,14 +11,21 @@
 
 pub mod cluster;
 pub mod convert;
+pub mod election;
 pub mod kv;
+pub mod lease;
+pub mod lock;
 pub mod maintenance;
+mod recipe;
+pub mod watch;
 
 use crate::replica::{ServerError, Shared};
 use concord_etcd_proto::etcdserverpb as pb;
 use concord_mvcc::MvccError;
+use std::sync::atomic::AtomicU64;
 use std::sync::atomic::Ordering;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
 use tonic::{Code, Status};
 
 /// etcd's default `--max-request-bytes` (1.5 MiB).
@@ -47,6 +54,77 @@ pub struct Api {
     pub max_txn_ops: usize,
     /// `--initial-cluster-token`, from which member ids are derived.
     pub cluster_token: String,
+    /// Settings and state of the Watch, Lease, Lock and Election services.
+    pub coordination: Arc<Coordination>,
+}
+
+/// Settings and shared state of the coordination services.
+pub struct Coordination {
+    /// Leases granted with a shorter TTL get this one (etcd: ceil(1.5 x
+    /// election timeout) seconds, so a lease outlives a leader election).
+    pub lease_ttl_min_secs: i64,
+    /// Interval of automatic watch progress notifications.
+    pub watch_progress_notify_interval: Duration,
+    /// etcd's request id generator (prefix and counting suffix), for lease
+    /// ids the client left to us.
+    lease_id_prefix: u64,
+    lease_id_suffix: AtomicU64,
+    /// A client channel to the leader's client URL (URL, channel), for the
+    /// lease calls only the leader answers.
+    leader_channel: Mutex<Option<(String, tonic::transport::Channel)>>,
+}
+
+impl Coordination {
+    /// Settings for a member with this id and election timeout.
+    pub fn new(member_id: u64, election_timeout: Duration) -> Coordination {
+        let ms = election_timeout.as_millis() as i64;
+        // etcd's idutil.Generator: 16 bits of member id, 40 bits of start
+        // time in ms, 8 bits of counter, so ids from different members and
+        // restarts do not collide.
+        let unix_ms = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_millis() as u64)
+            .unwrap_or(0);
+        let prefix = (member_id & 0xffff) << 48;
+        let suffix = (unix_ms & ((1 << 40) - 1)) << 8;
+        Coordination {
+            lease_ttl_min_secs: ((3 * ms / 2 + 999) / 1000).max(1),
+            watch_progress_notify_interval: watch::PROGRESS_NOTIFY_INTERVAL_DEFAULT,
+            lease_id_prefix: prefix,
+            lease_id_suffix: AtomicU64::new(suffix),
+            leader_channel: Mutex::new(None),
+        }
+    }
+
+    /// A fresh lease id (positive, non-zero).
+    pub fn next_lease_id(&self) -> i64 {
+        loop {
+            let suffix = self.lease_id_suffix.fetch_add(1, Ordering::Relaxed) + 1;
+            let id =
+                ((self.lease_id_prefix | (suffix & ((1 << 48) - 1))) & (i64::MAX as u64)) as i64;
+            if id != 0 {
+                return id;
+            }
+        }
+    }
+
+    /// A (lazily connecting) client channel to `url`, reused while the
+    /// leader's URL stays the same.
+    pub fn channel_to(&self, url: &str) -> Result<tonic::transport::Channel, Status> {
+        let mut cached = self.leader_channel.lock().expect("lock");
+        if let Some((cached_url, channel)) = cached.as_ref() {
+            if cached_url == url {
+                return Ok(channel.clone());
+            }
+        }
+        let endpoint = tonic::transport::Endpoint::from_shared(url.to_string())
+            .map_err(|e| Status::unavailable(format!("etcdserver: leader URL {url}: {e}")))?
+            .connect_timeout(Duration::from_secs(2))
+            .tcp_nodelay(true);
+        let channel = endpoint.connect_lazy();
+        *cached = Some((url.to_string(), channel.clone()));
+        Ok(channel)
+    }
 }
 
 impl Api {
