@@ -193,6 +193,10 @@ pub struct Raft {
     read_round: u64,
     round_sent_at: VecDeque<(u64, u64)>,
     lease_start_tick: Option<u64>,
+    /// Heartbeat rounds up to this one no longer grant a lease: a
+    /// `TimeoutNow` went out after them, so the transfer target may already
+    /// lead a newer term (its vote request bypasses stickiness).
+    lease_fence_round: u64,
     pending_reads: Vec<PendingRead>,
     reads_awaiting_term_commit: Vec<(u64, Option<NodeId>)>,
     read_broadcast_needed: bool,
@@ -256,6 +260,7 @@ impl Raft {
             read_round: 0,
             round_sent_at: VecDeque::new(),
             lease_start_tick: None,
+            lease_fence_round: 0,
             pending_reads: Vec::new(),
             reads_awaiting_term_commit: Vec::new(),
             read_broadcast_needed: false,
@@ -560,7 +565,7 @@ impl Raft {
             .get(&target)
             .is_some_and(|p| p.match_index == self.log.last_index());
         if caught_up {
-            self.send(target, MessageBody::TimeoutNow);
+            self.send_timeout_now(target);
         } else {
             self.send_append(target, true);
         }
@@ -629,9 +634,16 @@ impl Raft {
                         ..
                     }
             );
-            let in_lease = self.config.check_quorum
-                && self.leader.is_some()
-                && self.election_elapsed < self.config.election_timeout_ticks_min;
+            let min = self.config.election_timeout_ticks_min;
+            let heard_from_leader = self.leader.is_some() && self.election_elapsed < min;
+            // A member that just restarted may have acknowledged a heartbeat
+            // that granted some leader its lease right before it crashed, and
+            // it no longer knows that leader. With lease reads on, it honours
+            // that possible promise for one minimum election timeout;
+            // otherwise its vote could elect a new leader while the old one
+            // still serves reads from its lease (found by a scenario test).
+            let restarted = self.config.lease_read.is_some() && self.now_ticks < u64::from(min);
+            let in_lease = self.config.check_quorum && (heard_from_leader || restarted);
             if is_vote_request && in_lease {
                 // Sticky leader (dissertation 4.2.3): we heard from a live
                 // leader recently, so this candidate is disruptive.
@@ -1093,7 +1105,7 @@ impl Raft {
         if self.transferee == Some(from)
             && self.progress.get(&from).map(|p| p.match_index) == Some(self.log.last_index())
         {
-            self.send(from, MessageBody::TimeoutNow);
+            self.send_timeout_now(from);
         }
     }
 
@@ -1509,6 +1521,16 @@ impl Raft {
         self.now_ticks < start + span
     }
 
+    /// Tells the transfer target to campaign now. The target's election
+    /// ignores the voters' leader stickiness, so from here on this leader's
+    /// lease proves nothing: drop it, and let only rounds sent after this
+    /// point (which a newer leader's voters will not answer) grant a new one.
+    fn send_timeout_now(&mut self, to: NodeId) {
+        self.lease_start_tick = None;
+        self.lease_fence_round = self.read_round;
+        self.send(to, MessageBody::TimeoutNow);
+    }
+
     fn broadcast_heartbeat(&mut self) {
         self.read_round += 1;
         self.read_broadcast_needed = false;
@@ -1590,7 +1612,9 @@ impl Raft {
         rounds.sort_unstable_by(|a, b| b.cmp(a));
         let confirmed = rounds[self.conf.quorum() - 1];
         if let Some(&(_, sent_at)) = self.round_sent_at.iter().find(|(r, _)| *r == confirmed) {
-            if self.lease_start_tick.is_none_or(|t| t < sent_at) {
+            if confirmed > self.lease_fence_round
+                && self.lease_start_tick.is_none_or(|t| t < sent_at)
+            {
                 self.lease_start_tick = Some(sent_at);
             }
         }

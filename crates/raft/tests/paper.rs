@@ -489,3 +489,89 @@ fn regression_refused_votes_do_not_hold_back_an_up_to_date_node() {
     }
     assert!(stood, "node 2 never stood for election");
 }
+
+fn lease_reads(cfg: &mut concord_raft::Config) {
+    cfg.lease_read = Some(concord_raft::config::LeaseReadConfig {
+        clock_drift_bound_ticks: 2,
+    });
+}
+
+/// With lease reads on, a member ignores votes for its first minimum
+/// election timeout after (re)starting; let nodes 2 and 3 live that long,
+/// dropping whatever they said meanwhile, before node 1 campaigns.
+fn warm_up(c: &mut Cluster) {
+    for n in [2, 3] {
+        for _ in 0..10 {
+            c.node_mut(n).tick();
+        }
+    }
+    c.flush();
+    c.queue.clear();
+}
+
+/// Asks node `n` for a read and reports whether it answered at once, from
+/// its lease, without any message being delivered.
+fn answers_from_lease(c: &mut Cluster, n: u64, context: u64) -> bool {
+    c.node_mut(n).read_index(context).unwrap();
+    c.flush();
+    c.stores[&id(n)]
+        .read_states
+        .iter()
+        .any(|(ctx, index)| *ctx == context && index.is_some())
+}
+
+/// Bug: a voter that restarted forgot it had just acknowledged the heartbeat
+/// that gave the leader its lease, and voted at once for a candidate the
+/// leader could not reach; the new leader could commit writes that the old
+/// one's lease reads would not see. A restarted voter now honours any lease
+/// it may have granted for one minimum election timeout.
+#[test]
+fn regression_lease_a_restarted_voter_keeps_the_lease_it_may_have_granted() {
+    let mut c = Cluster::with_config(3, lease_reads);
+    warm_up(&mut c);
+    assert!(c.elect(1));
+    c.tick_all(2);
+    assert!(answers_from_lease(&mut c, 1, 1));
+    // Node 3 is cut off from node 1 only (node 2 bridges), and has been for
+    // longer than any election timeout.
+    c.filter = Some(Box::new(|m: &mut Message| {
+        !(m.from == id(1) && m.to == id(3) || m.from == id(3) && m.to == id(1))
+    }));
+    for _ in 0..30 {
+        c.node_mut(3).tick();
+        c.settle();
+    }
+    assert_ne!(c.node(3).role(), Role::Leader, "node 2 is sticky to node 1");
+    // Node 2 crashes and restarts at once; node 3 campaigns again.
+    c.restart(id(2));
+    for _ in 0..30 {
+        c.node_mut(3).tick();
+        c.settle();
+    }
+    assert_ne!(
+        c.node(3).role(),
+        Role::Leader,
+        "a new leader while node 1's lease still holds"
+    );
+    assert!(answers_from_lease(&mut c, 1, 2));
+}
+
+/// Bug: a leader that handed leadership over (TimeoutNow) kept serving reads
+/// from its lease; the target's election bypasses stickiness, so if the
+/// old leader missed the new term it could serve stale reads. Sending
+/// TimeoutNow now ends the lease.
+#[test]
+fn regression_lease_ends_when_leadership_is_handed_over() {
+    let mut c = Cluster::with_config(3, lease_reads);
+    warm_up(&mut c);
+    assert!(c.elect(1));
+    c.tick_all(2);
+    assert!(answers_from_lease(&mut c, 1, 1));
+    // Everything sent to node 1 is lost from now on.
+    c.filter = Some(Box::new(|m: &mut Message| m.to != id(1)));
+    c.node_mut(1).transfer_leadership(id(2)).unwrap();
+    c.settle();
+    assert_eq!(c.node(2).role(), Role::Leader);
+    assert_eq!(c.node(1).role(), Role::Leader, "node 1 missed the new term");
+    assert!(!answers_from_lease(&mut c, 1, 2), "stale lease read");
+}

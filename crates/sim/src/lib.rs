@@ -4,8 +4,9 @@
 //! one `u64` seed, under a faulty network (loss, delay, reordering,
 //! duplication, symmetric, one-way and bridged partitions), faulty disks
 //! (asynchronous fsync, crashes that lose or tear unsynced writes), clock
-//! drift, leadership transfers, compaction with streamed snapshots, and
-//! clients that write and read linearizably. Cluster-wide safety properties
+//! drift, leadership transfers, single-member membership changes,
+//! compaction with streamed snapshots, and clients that write and read
+//! linearizably (ReadIndex, and leader leases in some seeds). Cluster-wide safety properties
 //! are checked after every event (`checker`, `history`); a final heal phase
 //! checks that every acknowledged write reached every node.
 //!

@@ -96,6 +96,10 @@ pub struct Params {
     /// Mean gap between membership changes (add learner, promote, remove
     /// voter), microseconds.
     pub reconfigure_every_us: u64,
+    /// Leader-lease reads with this clock-drift bound (ticks), or `None` for
+    /// ReadIndex only. When drawn, the bound covers the drawn drift, so
+    /// lease reads must stay linearizable.
+    pub lease_drift_bound_ticks: Option<u32>,
     /// Length of the safety phase (faults on), microseconds.
     pub safety_us: u64,
     /// Length of the liveness phase (all up, network healthy), microseconds.
@@ -119,7 +123,7 @@ impl Params {
         let fsync_max = fsync_min + rng.gen_range(0..40_000);
         let part_min = rng.gen_range(50_000..300_000);
         let down_min = rng.gen_range(5_000..100_000);
-        Params {
+        let mut params = Params {
             nodes,
             tick_us,
             loss: rng.gen_range(0.0..0.15),
@@ -148,9 +152,25 @@ impl Params {
             client_timeout_us: rng.gen_range(200_000..1_500_000),
             transfer_every_us: rng.gen_range(300_000..3_000_000),
             reconfigure_every_us: rng.gen_range(200_000..3_000_000),
+            lease_drift_bound_ticks: None,
             safety_us: 2_000_000,
             liveness_us: 2_500_000,
+        };
+        if params.check_quorum && rng.gen_bool(0.3) {
+            params.lease_drift_bound_ticks = Some(params.drift_bound_ticks());
         }
+        params
+    }
+
+    /// The smallest drift bound that makes leases safe with these clocks:
+    /// a leader's lease of `min - bound` of its ticks must end before any
+    /// follower's `min` ticks do, however fast the leader's clock is
+    /// relative to theirs.
+    pub fn drift_bound_ticks(&self) -> u32 {
+        let fastest = self.tick_us.iter().copied().min().unwrap_or(1) as f64;
+        let slowest = self.tick_us.iter().copied().max().unwrap_or(1) as f64;
+        let min = f64::from(self.election_ticks.0);
+        (min * (1.0 - fastest / slowest)).floor() as u32 + 1
     }
 }
 
@@ -186,7 +206,7 @@ impl fmt::Display for Params {
         )?;
         write!(
             f,
-            "clients={} keys={} read_ratio={:.2} think_us={:?} timeout_us={} transfer_every_us={} reconfigure_every_us={} safety_us={} liveness_us={}",
+            "clients={} keys={} read_ratio={:.2} think_us={:?} timeout_us={} transfer_every_us={} reconfigure_every_us={} lease_bound={:?} safety_us={} liveness_us={}",
             self.clients,
             self.keys,
             self.read_ratio,
@@ -194,6 +214,7 @@ impl fmt::Display for Params {
             self.client_timeout_us,
             self.transfer_every_us,
             self.reconfigure_every_us,
+            self.lease_drift_bound_ticks,
             self.safety_us,
             self.liveness_us
         )

@@ -3,9 +3,13 @@
 //!
 //! One seed drives everything: the fault mix ([`Params::draw`]), every
 //! latency, loss, crash and client choice, and each core's election jitter.
-//! A run has two phases. In the safety phase every fault is on. In the
-//! liveness phase every node is up and the network is healthy (no cuts, no
-//! loss); by its end every acknowledged write must be applied everywhere.
+//! A run has two phases. In the safety phase every fault is on: crashes,
+//! partitions, loss, duplication, reordering, slow and torn disks, clock
+//! drift, leadership transfers and membership changes. In the liveness phase
+//! every node is up and a voter again, and the network is healthy (no cuts,
+//! no loss, no reordering); by its end there is a leader, every node has
+//! applied its commit index, and every acknowledged write is applied on
+//! every node.
 //!
 //! The runtime side of the `Ready` contract is modelled exactly: `messages`
 //! leave at once; a Ready's writes are queued on the node's disk and become
@@ -29,9 +33,10 @@ use crate::kv::{Kv, Write};
 use crate::net::Links;
 use crate::params::Params;
 use bytes::Bytes;
+use concord_raft::config::LeaseReadConfig;
 use concord_raft::{
-    ConfChange, ConfChangeKind, ConfState, Config, LogIndex, Message, MessageBody, NodeId, ProposeError, Raft, Ready,
-    RestoredState, Role, Snapshot, Term,
+    ConfChange, ConfChangeKind, ConfState, Config, LogIndex, Message, MessageBody, NodeId,
+    ProposeError, Raft, Ready, RestoredState, Role, Snapshot, Term,
 };
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
@@ -130,6 +135,8 @@ pub struct Stats {
     pub reads_ok: u64,
     /// Reads refused or timed out.
     pub reads_failed: u64,
+    /// Reads the leader answered at once (leader lease).
+    pub reads_without_round_trip: u64,
     /// Log compactions.
     pub compactions: u64,
     /// Snapshots installed from a leader.
@@ -153,6 +160,7 @@ impl Stats {
         self.writes_unacked += o.writes_unacked;
         self.reads_ok += o.reads_ok;
         self.reads_failed += o.reads_failed;
+        self.reads_without_round_trip += o.reads_without_round_trip;
         self.compactions += o.compactions;
         self.snapshots_installed += o.snapshots_installed;
         self.max_commit += o.max_commit;
@@ -578,6 +586,11 @@ impl Sim {
         config.snapshot_chunk_bytes = p.snapshot_chunk_bytes;
         config.pre_vote = p.pre_vote;
         config.check_quorum = p.check_quorum;
+        config.lease_read =
+            p.lease_drift_bound_ticks
+                .map(|clock_drift_bound_ticks| LeaseReadConfig {
+                    clock_drift_bound_ticks,
+                });
         // A new jitter stream per incarnation, still from the seed.
         config.seed = self.options.seed ^ (self.nodes[n].epoch << 32);
         config
@@ -709,7 +722,13 @@ impl Sim {
         if result.is_ok() {
             self.stats.conf_changes += 1;
         }
-        self.log(|| format!("{} conf change {kind:?} {}: {result:?}", node_id(l), node_id(node)));
+        self.log(|| {
+            format!(
+                "{} conf change {kind:?} {}: {result:?}",
+                node_id(l),
+                node_id(node)
+            )
+        });
         self.drain(l);
     }
 
@@ -1080,7 +1099,13 @@ impl Sim {
                 self.schedule(CLIENT_RETRY_US, EventKind::ClientStep(c));
             }
         }
+        let ctx = self.next_ctx - 1;
+        let was_read = is_read && self.nodes[n].reads.contains_key(&ctx);
         self.drain(n);
+        if was_read && !self.nodes[n].reads.contains_key(&ctx) {
+            // Answered without a round trip: a lease read or a lone voter.
+            self.stats.reads_without_round_trip += 1;
+        }
     }
 
     fn finish_op(&mut self, c: usize, ok: bool) {

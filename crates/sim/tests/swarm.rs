@@ -9,7 +9,7 @@ use concord_sim::{report, run_seeds, SimOptions};
 /// crashes, partitions, loss, duplication, reordering, slow fsync, torn
 /// writes, clock drift, compaction, snapshots and leadership transfers, then
 /// a 2.5 s heal phase (virtual time).
-const SEEDS: u64 = 2_100;
+const SEEDS: u64 = 6_000;
 
 /// Cluster sizes, round-robin by seed.
 const NODES: [usize; 3] = [3, 5, 7];
