@@ -96,10 +96,11 @@ pub struct Params {
     /// Mean gap between membership changes (add learner, promote, remove
     /// voter), microseconds.
     pub reconfigure_every_us: u64,
-    /// Leader-lease reads with this clock-drift bound (ticks), or `None` for
-    /// ReadIndex only. When drawn, the bound covers the drawn drift, so
-    /// lease reads must stay linearizable.
-    pub lease_drift_bound_ticks: Option<u32>,
+    /// Leader-lease reads on (only together with check-quorum, which they
+    /// need). The drift bound is derived from `tick_us` when the nodes are
+    /// configured ([`Params::drift_bound_ticks`]), so it always covers the
+    /// simulated drift and lease reads must stay linearizable.
+    pub lease_reads: bool,
     /// Length of the safety phase (faults on), microseconds.
     pub safety_us: u64,
     /// Length of the liveness phase (all up, network healthy), microseconds.
@@ -152,13 +153,11 @@ impl Params {
             client_timeout_us: rng.gen_range(200_000..1_500_000),
             transfer_every_us: rng.gen_range(300_000..3_000_000),
             reconfigure_every_us: rng.gen_range(200_000..3_000_000),
-            lease_drift_bound_ticks: None,
+            lease_reads: false,
             safety_us: 2_000_000,
             liveness_us: 2_500_000,
         };
-        if params.check_quorum && rng.gen_bool(0.3) {
-            params.lease_drift_bound_ticks = Some(params.drift_bound_ticks());
-        }
+        params.lease_reads = params.check_quorum && rng.gen_bool(0.3);
         params
     }
 
@@ -206,7 +205,7 @@ impl fmt::Display for Params {
         )?;
         write!(
             f,
-            "clients={} keys={} read_ratio={:.2} think_us={:?} timeout_us={} transfer_every_us={} reconfigure_every_us={} lease_bound={:?} safety_us={} liveness_us={}",
+            "clients={} keys={} read_ratio={:.2} think_us={:?} timeout_us={} transfer_every_us={} reconfigure_every_us={} lease_reads={} safety_us={} liveness_us={}",
             self.clients,
             self.keys,
             self.read_ratio,
@@ -214,7 +213,7 @@ impl fmt::Display for Params {
             self.client_timeout_us,
             self.transfer_every_us,
             self.reconfigure_every_us,
-            self.lease_drift_bound_ticks,
+            self.lease_reads,
             self.safety_us,
             self.liveness_us
         )

@@ -586,11 +586,11 @@ impl Sim {
         config.snapshot_chunk_bytes = p.snapshot_chunk_bytes;
         config.pre_vote = p.pre_vote;
         config.check_quorum = p.check_quorum;
-        config.lease_read =
-            p.lease_drift_bound_ticks
-                .map(|clock_drift_bound_ticks| LeaseReadConfig {
-                    clock_drift_bound_ticks,
-                });
+        if p.lease_reads && p.check_quorum {
+            config.lease_read = Some(LeaseReadConfig {
+                clock_drift_bound_ticks: p.drift_bound_ticks(),
+            });
+        }
         // A new jitter stream per incarnation, still from the seed.
         config.seed = self.options.seed ^ (self.nodes[n].epoch << 32);
         config
