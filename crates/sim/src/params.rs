@@ -29,6 +29,11 @@ pub const ELECTION_TICKS_MIN: u32 = 10;
 /// Upper bound of the election timeout, in ticks.
 pub const ELECTION_TICKS_MAX: u32 = 20;
 
+// Raft needs heartbeat < election timeout, and a drifting clock must never
+// run backwards or stop.
+const _: () = assert!(ELECTION_TICKS_MIN > 1 && ELECTION_TICKS_MIN <= ELECTION_TICKS_MAX);
+const _: () = assert!(MAX_DRIFT_PCT < 100);
+
 /// Keys of the register store. Few keys make reads collide with writes.
 pub const MAX_KEYS: u8 = 4;
 

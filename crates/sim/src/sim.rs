@@ -25,6 +25,8 @@
 //!    with a [`Violation`] naming the first one broken.
 //! 3. A crashed node keeps only its disk (durable image, plus a torn prefix
 //!    of queued writes); everything else is rebuilt through `RestoredState`.
+//! 4. A Ready with nothing to write still waits behind the writes queued
+//!    before it: its acknowledgements may be about their entries.
 
 use crate::checker::Checker;
 use crate::disk::{Disk, QueuedWrite};
@@ -63,6 +65,12 @@ const MAX_QUEUED_EVENTS: usize = 100_000;
 
 /// Events processed per run, at most (a 7-node run takes about 25,000).
 const MAX_EVENTS: u64 = 500_000;
+
+// The quiet tail is a part of the heal phase, and leaves some of it for
+// clients.
+const _: () = assert!(QUIET_TAIL_PCT > 0 && QUIET_TAIL_PCT < 100);
+// A storm is declared well above what any healthy run queues.
+const _: () = assert!(MAX_QUEUED_EVENTS as u64 <= MAX_EVENTS);
 
 /// During the heal phase the leader re-adds every node that a membership
 /// change removed, one change per this many microseconds, so the final
