@@ -50,3 +50,18 @@ fn swarm_of_seeds_finds_no_violation() {
         summary.failures[0].seed
     );
 }
+
+/// A seed replays bit for bit: same trace, same counters, same verdict.
+#[test]
+fn a_seed_replays_exactly() {
+    for (seed, nodes) in [(11, 3), (12, 5), (13, 7)] {
+        let mut options = SimOptions::new(seed, nodes);
+        options.trace = true;
+        let first = concord_sim::run(options);
+        let second = concord_sim::run(options);
+        assert!(!first.trace.is_empty());
+        assert_eq!(first.trace, second.trace, "seed {seed}");
+        assert_eq!(format!("{:?}", first.stats), format!("{:?}", second.stats));
+        assert_eq!(first.violation.is_some(), second.violation.is_some());
+    }
+}
