@@ -3,6 +3,7 @@
 //! non-zero exit here, at the edge.
 
 mod bench;
+mod check;
 mod dev;
 mod serve;
 
@@ -23,6 +24,10 @@ enum Command {
     Dev(dev::DevArgs),
     /// Load-test an etcd v3 endpoint (Concord or etcd): throughput, latency, errors.
     Bench(bench::BenchArgs),
+    /// Jepsen-style test of a local cluster under faults; exits 0 only for a valid history.
+    Check(check::CheckArgs),
+    /// Check a history file: prints linearizable / not linearizable / unknown, exits 0 / 1 / 2.
+    CheckHistory(check::CheckHistoryArgs),
 }
 
 fn main() {
@@ -39,6 +44,8 @@ fn main() {
         None => serve::run(serve::ServeArgs::default()),
         Some(Command::Dev(args)) => dev::run(args),
         Some(Command::Bench(args)) => bench::run(args),
+        Some(Command::Check(args)) => check::run(args),
+        Some(Command::CheckHistory(args)) => check::run_history(args),
     };
     if let Err(e) = result {
         eprintln!("concord: {e:#}");

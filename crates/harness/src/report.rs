@@ -1,0 +1,483 @@
+//! # Reports: `verdict.txt` and the HTML summary
+//!
+//! `verdict.txt` starts with the verdict alone on its first line
+//! (`linearizable`, `not linearizable`, `unknown`), so scripts can read it
+//! with `head -1`; the details follow. The HTML summary shows the run's
+//! settings, operations per second by outcome against the faults in force
+//! (one band per nemesis), the per-key verdicts and the nemesis log. For a
+//! non-linearizable history the run puts the checker's timeline of the
+//! smallest failing piece first and this summary below it.
+//!
+//! Invariants: every page is self-contained (inline SVG and CSS, no
+//! script) and every string that came from the run is escaped.
+
+use std::collections::BTreeMap;
+use std::fmt::Write as _;
+use std::time::Duration;
+
+use concord_check::{CheckReport, Outcome, Verdict};
+
+use crate::nemesis::{NemesisKind, NemesisLog};
+use crate::run::{OpCounts, RunConfig};
+use crate::workload::{ErrorTally, RegisterOp, SetSummary};
+
+/// Width of the throughput chart's plot area.
+const CHART_WIDTH_PX: f64 = 900.0;
+/// Height of the throughput bars' area.
+const CHART_HEIGHT_PX: f64 = 160.0;
+/// Height of one nemesis band under the bars.
+const BAND_HEIGHT_PX: f64 = 16.0;
+/// Room on the left for labels.
+const CHART_MARGIN_LEFT_PX: f64 = 70.0;
+/// Keys listed by name in `verdict.txt` and the page before eliding (a set
+/// run has one key per element).
+const KEYS_LISTED_MAX: usize = 20;
+/// Lost or unexpected set elements listed by name before eliding.
+const ELEMENTS_LISTED_MAX: usize = 20;
+/// Distinct client errors listed, most frequent first.
+const ERRORS_LISTED_MAX: usize = 12;
+
+/// The most frequent errors, most frequent first.
+fn top_errors(errors: &ErrorTally) -> Vec<(&str, usize)> {
+    let mut top: Vec<(&str, usize)> = errors.iter().map(|(t, &n)| (t.as_str(), n)).collect();
+    top.sort_by(|a, b| b.1.cmp(&a.1).then(a.0.cmp(b.0)));
+    top.truncate(ERRORS_LISTED_MAX);
+    top
+}
+
+fn fault_line(log: &NemesisLog) -> String {
+    let counts = log.fault_counts();
+    if counts.is_empty() {
+        return "none".to_owned();
+    }
+    counts
+        .iter()
+        .map(|(k, n)| format!("{k} x{n}"))
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+fn listed(items: &std::collections::BTreeSet<String>) -> String {
+    let mut shown: Vec<&str> = items
+        .iter()
+        .take(ELEMENTS_LISTED_MAX)
+        .map(String::as_str)
+        .collect();
+    if items.len() > ELEMENTS_LISTED_MAX {
+        shown.push("...");
+    }
+    shown.join(" ")
+}
+
+fn set_lines(set: &SetSummary) -> Vec<String> {
+    let mut lines =
+        vec![format!(
+        "set: {} adds attempted, {} acknowledged, {} of unknown outcome read back; final read {}",
+        set.attempted,
+        set.acknowledged,
+        set.recovered,
+        if set.final_read { "ok" } else { "FAILED (nothing checked)" }
+    )];
+    if !set.lost.is_empty() {
+        lines.push(format!(
+            "LOST acknowledged adds ({}): {}",
+            set.lost.len(),
+            listed(&set.lost)
+        ));
+    }
+    if !set.unexpected.is_empty() {
+        lines.push(format!(
+            "UNEXPECTED elements ({}): {}",
+            set.unexpected.len(),
+            listed(&set.unexpected)
+        ));
+    }
+    if !set.failed_but_present.is_empty() {
+        lines.push(format!(
+            "adds recorded as failed but present ({}): {}",
+            set.failed_but_present.len(),
+            listed(&set.failed_but_present)
+        ));
+    }
+    lines
+}
+
+/// Everything a report shows about one run.
+#[derive(Clone, Copy)]
+pub struct Facts<'a> {
+    /// The run's settings.
+    pub config: &'a RunConfig,
+    /// The verdict.
+    pub verdict: Verdict,
+    /// The history, sorted by invocation.
+    pub history: &'a [RegisterOp],
+    /// Operations by outcome.
+    pub counts: &'a OpCounts,
+    /// Errors behind `fail` and `info`.
+    pub errors: &'a ErrorTally,
+    /// The checker's report.
+    pub report: &'a CheckReport,
+    /// The set checker's findings (set workload only).
+    pub set: Option<&'a SetSummary>,
+    /// What the nemeses did.
+    pub log: &'a NemesisLog,
+    /// Wall time of the run.
+    pub elapsed: Duration,
+}
+
+/// The content of `verdict.txt`.
+pub fn verdict_text(facts: &Facts<'_>) -> String {
+    let Facts {
+        config,
+        verdict,
+        counts,
+        errors,
+        report,
+        set,
+        log,
+        elapsed,
+        ..
+    } = *facts;
+    let mut out = format!("{verdict}\n");
+    let _ = writeln!(out, "run: {}", config.describe());
+    let _ = writeln!(
+        out,
+        "operations: {} ({} ok, {} fail, {} info); {} reads, {} writes, {} cas",
+        counts.total(),
+        counts.ok,
+        counts.fail,
+        counts.info,
+        counts.reads,
+        counts.writes,
+        counts.cas
+    );
+    let _ = writeln!(out, "faults: {} (see nemesis.log)", fault_line(log));
+    if !errors.is_empty() {
+        let _ = writeln!(out, "client errors (behind fail and info):");
+        for (text, n) in top_errors(errors) {
+            let _ = writeln!(out, "  {n:>6} x {text}");
+        }
+    }
+    if let Some(set) = set {
+        for line in set_lines(set) {
+            let _ = writeln!(out, "{line}");
+        }
+    }
+    let _ = writeln!(
+        out,
+        "checker: {} model, {} keys, decided in {:.3} s",
+        report.model,
+        report.keys.len(),
+        report.elapsed.as_secs_f64()
+    );
+    // Failing and undecided keys first: they are what a reader wants.
+    let mut keys: Vec<_> = report.keys.iter().collect();
+    keys.sort_by_key(|k| k.verdict == Verdict::Linearizable);
+    for key in keys.iter().take(KEYS_LISTED_MAX) {
+        let _ = writeln!(
+            out,
+            "  key {:?}: {} ({} ops{})",
+            key.key.as_deref().unwrap_or("-"),
+            key.verdict,
+            key.op_count,
+            key.unknown_reason
+                .map_or_else(String::new, |r| format!(", {r}"))
+        );
+    }
+    if keys.len() > KEYS_LISTED_MAX {
+        let _ = writeln!(out, "  ... {} more keys", keys.len() - KEYS_LISTED_MAX);
+    }
+    if let Some(explanation) = &report.explanation {
+        let _ = writeln!(
+            out,
+            "\nsmallest failing piece (times in ns since the start; report.html draws it):"
+        );
+        out.push_str(&explanation.summary());
+    }
+    let _ = writeln!(out, "\nwall time: {:.1} s", elapsed.as_secs_f64());
+    out
+}
+
+/// Escapes text for HTML.
+pub fn escape(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    for c in text.chars() {
+        match c {
+            '&' => out.push_str("&amp;"),
+            '<' => out.push_str("&lt;"),
+            '>' => out.push_str("&gt;"),
+            '"' => out.push_str("&quot;"),
+            '\'' => out.push_str("&#39;"),
+            c => out.push(c),
+        }
+    }
+    out
+}
+
+/// Operations per second of the run, by outcome, as (ok, fail, info) per
+/// one-second bucket of invocation time.
+fn per_second(history: &[RegisterOp]) -> Vec<(usize, usize, usize)> {
+    let mut buckets: BTreeMap<u64, (usize, usize, usize)> = BTreeMap::new();
+    for op in history {
+        let b = buckets.entry(op.call.0 / 1_000_000_000).or_default();
+        match op.outcome {
+            Outcome::Ok(_) => b.0 += 1,
+            Outcome::Fail => b.1 += 1,
+            Outcome::Info => b.2 += 1,
+        }
+    }
+    let last = buckets.keys().next_back().copied().unwrap_or(0);
+    (0..=last)
+        .map(|s| buckets.get(&s).copied().unwrap_or_default())
+        .collect()
+}
+
+/// Fault intervals per nemesis, in seconds: a start paired with the next
+/// end of the same nemesis (each nemesis runs one fault at a time).
+fn fault_intervals(log: &NemesisLog, run_end_s: f64) -> Vec<(NemesisKind, f64, f64, String)> {
+    let mut open: BTreeMap<NemesisKind, (f64, String)> = BTreeMap::new();
+    let mut out = Vec::new();
+    for event in log.events() {
+        let Some(kind) = event.nemesis else { continue };
+        let t = event.time_ns as f64 / 1e9;
+        match event.action {
+            "start" => {
+                open.insert(kind, (t, event.detail.clone()));
+            }
+            "end" => {
+                if let Some((start, detail)) = open.remove(&kind) {
+                    out.push((kind, start, t, detail));
+                }
+            }
+            _ => {}
+        }
+    }
+    for (kind, (start, detail)) in open {
+        out.push((kind, start, run_end_s, detail));
+    }
+    out
+}
+
+fn band_color(kind: NemesisKind) -> &'static str {
+    match kind {
+        NemesisKind::Partition => "#8e6bbf",
+        NemesisKind::Kill => "#c0392b",
+        NemesisKind::Pause => "#d68910",
+        NemesisKind::Clock => "#2e86c1",
+    }
+}
+
+/// An SVG chart: stacked bars of operations per second (ok green, fail
+/// orange, info red) over one band per nemesis showing when its faults
+/// were in force.
+fn throughput_svg(history: &[RegisterOp], log: &NemesisLog) -> String {
+    let buckets = per_second(history);
+    let seconds = buckets.len().max(1) as f64;
+    let peak = buckets
+        .iter()
+        .map(|(a, b, c)| a + b + c)
+        .max()
+        .unwrap_or(0)
+        .max(1) as f64;
+    let kinds: Vec<NemesisKind> = log.fault_counts().into_iter().map(|(k, _)| k).collect();
+    let height = CHART_HEIGHT_PX + 30.0 + BAND_HEIGHT_PX * kinds.len() as f64 + 10.0;
+    let width = CHART_MARGIN_LEFT_PX + CHART_WIDTH_PX + 10.0;
+    let x = |s: f64| CHART_MARGIN_LEFT_PX + s / seconds * CHART_WIDTH_PX;
+    let mut svg = format!(
+        "<svg xmlns=\"http://www.w3.org/2000/svg\" width=\"{width}\" height=\"{height}\" font-family=\"sans-serif\" font-size=\"11\">\n"
+    );
+    let _ = writeln!(
+        svg,
+        "<text x=\"4\" y=\"12\">{} ops/s</text><text x=\"4\" y=\"{}\">0</text>",
+        peak as usize, CHART_HEIGHT_PX
+    );
+    let bar_w = (CHART_WIDTH_PX / seconds - 1.0).max(1.0);
+    for (s, &(ok, fail, info)) in buckets.iter().enumerate() {
+        let mut y = CHART_HEIGHT_PX;
+        for (count, color, what) in [
+            (ok, "#27ae60", "ok"),
+            (fail, "#e67e22", "fail"),
+            (info, "#c0392b", "info"),
+        ] {
+            if count == 0 {
+                continue;
+            }
+            let h = count as f64 / peak * (CHART_HEIGHT_PX - 10.0);
+            y -= h;
+            let _ = writeln!(
+                svg,
+                "<rect x=\"{:.1}\" y=\"{y:.1}\" width=\"{bar_w:.1}\" height=\"{h:.1}\" fill=\"{color}\"><title>{s}-{} s: {count} {what}</title></rect>",
+                x(s as f64),
+                s + 1
+            );
+        }
+    }
+    let axis_y = CHART_HEIGHT_PX + 14.0;
+    let step = ((seconds / 10.0).ceil() as usize).max(1);
+    for s in (0..=buckets.len()).step_by(step) {
+        let _ = writeln!(
+            svg,
+            "<text x=\"{:.1}\" y=\"{axis_y}\">{s}s</text>",
+            x(s as f64)
+        );
+    }
+    for (row, kind) in kinds.iter().enumerate() {
+        let y = CHART_HEIGHT_PX + 22.0 + row as f64 * BAND_HEIGHT_PX;
+        let _ = writeln!(svg, "<text x=\"4\" y=\"{:.1}\">{kind}</text>", y + 11.0);
+        for (k, start, end, detail) in fault_intervals(log, seconds) {
+            if k != *kind {
+                continue;
+            }
+            let _ = writeln!(
+                svg,
+                "<rect x=\"{:.1}\" y=\"{y:.1}\" width=\"{:.1}\" height=\"{:.1}\" fill=\"{}\" opacity=\"0.8\"><title>{:.1}-{:.1} s: {}</title></rect>",
+                x(start),
+                (x(end) - x(start)).max(1.0),
+                BAND_HEIGHT_PX - 3.0,
+                band_color(k),
+                start,
+                end,
+                escape(&detail)
+            );
+        }
+    }
+    svg.push_str("</svg>\n");
+    svg
+}
+
+/// The summary as an HTML fragment (no `<html>` around it).
+pub fn summary_section(facts: &Facts<'_>) -> String {
+    let Facts {
+        config,
+        verdict,
+        history,
+        counts,
+        errors,
+        report,
+        set,
+        log,
+        ..
+    } = *facts;
+    let color = match verdict {
+        Verdict::Linearizable => "#1e8449",
+        Verdict::NotLinearizable => "#c0392b",
+        Verdict::Unknown => "#b9770e",
+    };
+    let mut html = format!(
+        "<h2>concord check: <span style=\"color:{color}\">{}</span></h2>\n<p>{}</p>\n",
+        escape(&verdict.to_string()),
+        escape(&config.describe())
+    );
+    let _ = writeln!(
+        html,
+        "<p>{} operations: {} ok, {} fail (definitely not applied), {} info (outcome unknown); \
+         {} reads, {} writes, {} cas. Faults: {}. Checked with the {} model in {:.3} s.</p>",
+        counts.total(),
+        counts.ok,
+        counts.fail,
+        counts.info,
+        counts.reads,
+        counts.writes,
+        counts.cas,
+        escape(&fault_line(log)),
+        escape(&report.model),
+        report.elapsed.as_secs_f64()
+    );
+    if let Some(set) = set {
+        html.push_str("<ul>\n");
+        for line in set_lines(set) {
+            let _ = writeln!(html, "<li>{}</li>", escape(&line));
+        }
+        html.push_str("</ul>\n");
+    }
+    html.push_str(
+        "<h3>Operations per second and faults</h3>\n<p class=\"note\">Bars: operations by \
+         invocation second, green ok, orange fail, red info. Bands: when each nemesis's faults \
+         were in force (hover for details).</p>\n<div class=\"scroll\">\n",
+    );
+    html.push_str(&throughput_svg(history, log));
+    html.push_str("</div>\n");
+    if !errors.is_empty() {
+        html.push_str("<h3>Client errors</h3>\n<table>\n<tr><th>count</th><th>error</th></tr>\n");
+        for (text, n) in top_errors(errors) {
+            let _ = writeln!(html, "<tr><td>{n}</td><td>{}</td></tr>", escape(text));
+        }
+        html.push_str("</table>\n");
+    }
+    html.push_str("<h3>Keys</h3>\n<table>\n<tr><th>key</th><th>verdict</th><th>operations</th><th>search time</th></tr>\n");
+    let mut keys: Vec<_> = report.keys.iter().collect();
+    keys.sort_by_key(|k| k.verdict == Verdict::Linearizable);
+    for key in keys.iter().take(KEYS_LISTED_MAX) {
+        let _ = writeln!(
+            html,
+            "<tr><td>{}</td><td>{}</td><td>{}</td><td>{:.1?}</td></tr>",
+            escape(key.key.as_deref().unwrap_or("-")),
+            escape(&key.verdict.to_string()),
+            key.op_count,
+            key.elapsed
+        );
+    }
+    if keys.len() > KEYS_LISTED_MAX {
+        let _ = writeln!(
+            html,
+            "<tr><td colspan=\"4\">... {} more keys</td></tr>",
+            keys.len() - KEYS_LISTED_MAX
+        );
+    }
+    html.push_str("</table>\n<h3>Nemesis log</h3>\n<pre>");
+    html.push_str(&escape(&log.to_text()));
+    html.push_str(
+        "</pre>\n<p class=\"note\">Files: history.jsonl (check again with <code>concord \
+         check-history --format jsonl history.jsonl</code>), nemesis.log, verdict.txt, \
+         cluster/ (member data and logs).</p>\n",
+    );
+    html
+}
+
+/// A standalone page around `section`.
+pub fn page(title: &str, section: &str) -> String {
+    format!(
+        "<!DOCTYPE html>\n<html lang=\"en\">\n<head>\n<meta charset=\"utf-8\">\n<title>{}</title>\n<style>\n\
+         body {{ font-family: system-ui, sans-serif; margin: 1.5em; color: #222; }}\n\
+         .scroll {{ overflow-x: auto; }}\n\
+         table {{ border-collapse: collapse; }}\n\
+         td, th {{ border: 1px solid #ccc; padding: 2px 8px; font-family: ui-monospace, monospace; font-size: 13px; text-align: left; }}\n\
+         pre {{ background: #f6f6f6; padding: 0.5em; font-size: 12px; }}\n\
+         .note {{ color: #555; }}\n\
+         </style>\n</head>\n<body>\n{section}</body>\n</html>\n",
+        escape(title)
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use concord_check::{KeyedInput, Operation, RegisterInput, RegisterOutput};
+
+    #[test]
+    fn buckets_count_by_outcome_and_fill_gaps() {
+        let history: Vec<RegisterOp> = vec![
+            Operation::ok(
+                0,
+                100,
+                200,
+                KeyedInput::new("k", RegisterInput::Read),
+                RegisterOutput::Read { value: None },
+            ),
+            Operation::info(
+                1,
+                2_500_000_000,
+                KeyedInput::new("k", RegisterInput::Write { value: 1 }),
+            ),
+        ];
+        assert_eq!(per_second(&history), vec![(1, 0, 0), (0, 0, 0), (0, 0, 1)]);
+    }
+
+    #[test]
+    fn escaping_covers_markup() {
+        assert_eq!(
+            escape("<a href=\"x\">&'"),
+            "&lt;a href=&quot;x&quot;&gt;&amp;&#39;"
+        );
+    }
+}
