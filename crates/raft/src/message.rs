@@ -120,8 +120,10 @@ pub enum MessageBody {
         received_bytes: u64,
         /// Set once the snapshot is durable on the follower.
         installed: bool,
-        /// Set when the follower cannot continue (for example the offset was
-        /// not contiguous); the leader restarts from zero.
+        /// Set when the follower cannot use the stream (the snapshot is too
+        /// large, or a chunk runs past its total); the leader restarts from
+        /// zero. Chunks that arrive out of order are not rejected: the
+        /// follower holds a window of them until they fit.
         reject: bool,
     },
     /// Tells the transfer target to start an election at once.

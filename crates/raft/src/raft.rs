@@ -17,6 +17,16 @@
 //!    the read arrived was acknowledged by a quorum, and only once the leader
 //!    has committed an entry of its term (dissertation 6.4).
 //! 5. Nothing here reads a clock or an unseeded RNG: time is `tick()`.
+//! 6. A lease read is answered only within a lease from a heartbeat round
+//!    that a quorum confirmed and that was sent after the last `TimeoutNow`;
+//!    with lease reads on, a member that restarted refuses votes for one
+//!    minimum election timeout (it may have granted a lease it no longer
+//!    remembers).
+//! 7. A snapshot stream keeps the snapshot it started with until the
+//!    follower has it (a compaction meanwhile does not restart it), and the
+//!    follower's latest figure of what it holds is where resending starts.
+//! 8. Only a granted vote, or a message from the current leader, restarts
+//!    the election timer (paper figure 2); a refused request does not.
 
 use crate::config::{Config, ConfigError};
 use crate::log::RaftLog;
