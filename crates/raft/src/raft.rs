@@ -25,8 +25,9 @@
 //! 7. A snapshot stream keeps the snapshot it started with until the
 //!    follower has it (a compaction meanwhile does not restart it), and the
 //!    follower's latest figure of what it holds is where resending starts.
-//! 8. Only a granted vote, or a message from the current leader, restarts
-//!    the election timer (paper figure 2); a refused request does not.
+//! 8. A refused vote request does not restart a follower's election timer,
+//!    even when it brings a higher term (paper figure 2: granting a vote or
+//!    hearing from the leader does).
 
 use crate::config::{Config, ConfigError};
 use crate::log::RaftLog;
