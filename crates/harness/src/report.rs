@@ -5,8 +5,10 @@
 //! with `head -1`; the details follow. The HTML summary shows the run's
 //! settings, operations per second by outcome against the faults in force
 //! (one band per nemesis), the per-key verdicts and the nemesis log. For a
-//! non-linearizable history the run puts the checker's timeline of the
-//! smallest failing piece first and this summary below it.
+//! non-linearizable history the page opens with the failing operation in
+//! short (what completed just before it, what ran concurrently), then
+//! this summary, then the checker's timeline of the smallest failing
+//! piece.
 //!
 //! Invariants: every page is self-contained (inline SVG and CSS, no
 //! script) and every string that came from the run is escaped.
@@ -15,7 +17,7 @@ use std::collections::BTreeMap;
 use std::fmt::Write as _;
 use std::time::Duration;
 
-use concord_check::{CheckReport, Outcome, Verdict};
+use concord_check::{CheckReport, Explanation, Outcome, Verdict};
 
 use crate::nemesis::{NemesisKind, NemesisLog};
 use crate::run::{OpCounts, RunConfig};
@@ -34,6 +36,10 @@ const CHART_MARGIN_LEFT_PX: f64 = 70.0;
 const KEYS_LISTED_MAX: usize = 20;
 /// Lost or unexpected set elements listed by name before eliding.
 const ELEMENTS_LISTED_MAX: usize = 20;
+/// Operations completed before the failing one that the focus view lists
+/// (the most recent ones: with unique values they are what a stale or
+/// impossible result contradicts).
+const FOCUS_BEFORE_MAX: usize = 6;
 /// Distinct client errors listed, most frequent first.
 const ERRORS_LISTED_MAX: usize = 12;
 
@@ -100,6 +106,51 @@ fn set_lines(set: &SetSummary) -> Vec<String> {
         ));
     }
     lines
+}
+
+fn seconds(ns: u64) -> String {
+    format!("{:.3}s", ns as f64 / 1e9)
+}
+
+/// The failing operation of an explanation with what it must be judged
+/// against: the last [`FOCUS_BEFORE_MAX`] operations that completed before
+/// it was invoked, and every operation concurrent with it. Times are
+/// seconds since the run started.
+pub fn focus_lines(explanation: &Explanation) -> Vec<String> {
+    let Some(failing) = explanation.ops.get(explanation.failing) else {
+        return Vec::new();
+    };
+    let line = |i: usize| {
+        let op = &explanation.ops[i];
+        let mark = if i == explanation.failing {
+            "   <-- cannot be linearized"
+        } else {
+            ""
+        };
+        format!(
+            "{:>9} .. {:<9} process {:<4} {} -> {}{mark}",
+            seconds(op.call.0),
+            op.ret
+                .map_or_else(|| "(pending)".to_owned(), |t| seconds(t.0)),
+            op.process.to_string(),
+            op.operation,
+            op.result
+        )
+    };
+    let mut before: Vec<usize> = (0..explanation.ops.len())
+        .filter(|&i| explanation.ops[i].ret.is_some_and(|r| r < failing.call))
+        .collect();
+    before.sort_by_key(|&i| explanation.ops[i].ret);
+    let skip = before.len().saturating_sub(FOCUS_BEFORE_MAX);
+    let mut shown: Vec<usize> = before[skip..].to_vec();
+    let failing_ret = failing.ret.map_or(u64::MAX, |t| t.0);
+    shown.extend((0..explanation.ops.len()).filter(|&i| {
+        let op = &explanation.ops[i];
+        op.call.0 <= failing_ret && op.ret.is_none_or(|r| r >= failing.call)
+    }));
+    shown.sort_by_key(|&i| (explanation.ops[i].call, i));
+    shown.dedup();
+    shown.into_iter().map(line).collect()
 }
 
 /// Everything a report shows about one run.
@@ -188,6 +239,14 @@ pub fn verdict_text(facts: &Facts<'_>) -> String {
         let _ = writeln!(out, "  ... {} more keys", keys.len() - KEYS_LISTED_MAX);
     }
     if let Some(explanation) = &report.explanation {
+        let _ = writeln!(
+            out,
+            "\nthe operation that cannot be linearized, with the last operations that completed \
+             before it and those concurrent with it:"
+        );
+        for line in focus_lines(explanation) {
+            let _ = writeln!(out, "  {line}");
+        }
         let _ = writeln!(
             out,
             "\nsmallest failing piece (times in ns since the start; report.html draws it):"
@@ -390,6 +449,18 @@ pub fn summary_section(facts: &Facts<'_>) -> String {
         }
         html.push_str("</ul>\n");
     }
+    if let Some(explanation) = &report.explanation {
+        html.push_str(
+            "<h3>In short</h3>\n<p class=\"note\">The operation that cannot be linearized, with \
+             the last operations that completed before it was invoked and those concurrent with \
+             it (seconds since the start). The whole failing piece is drawn below.</p>\n<pre>",
+        );
+        for line in focus_lines(explanation) {
+            html.push_str(&escape(&line));
+            html.push('\n');
+        }
+        html.push_str("</pre>\n");
+    }
     html.push_str(
         "<h3>Operations per second and faults</h3>\n<p class=\"note\">Bars: operations by \
          invocation second, green ok, orange fail, red info. Bands: when each nemesis's faults \
@@ -471,6 +542,42 @@ mod tests {
             ),
         ];
         assert_eq!(per_second(&history), vec![(1, 0, 0), (0, 0, 0), (0, 0, 1)]);
+    }
+
+    #[test]
+    fn focus_shows_the_failing_op_its_predecessors_and_its_rivals() {
+        use concord_check::{ExplainedOp, ProcessId, Time};
+        let op = |process: u64, call: u64, ret: Option<u64>, operation: &str, result: &str| {
+            ExplainedOp {
+                history_index: 0,
+                process: ProcessId(process),
+                call: Time(call * 1_000_000),
+                ret: ret.map(|r| Time(r * 1_000_000)),
+                operation: operation.to_owned(),
+                result: result.to_owned(),
+            }
+        };
+        let mut ops: Vec<ExplainedOp> = (0..10)
+            .map(|i| op(1, i * 10, Some(i * 10 + 5), &format!("write({i})"), "ok"))
+            .collect();
+        ops.push(op(2, 98, None, "write(99)", "?"));
+        ops.push(op(3, 100, Some(101), "read", "3"));
+        let explanation = Explanation {
+            key: Some("k".into()),
+            model: "kv-cas-register".into(),
+            ops,
+            failing: 11,
+            witness: Vec::new(),
+            partition_op_count: 12,
+            shrunk_fully: true,
+        };
+        let lines = focus_lines(&explanation);
+        // The last six writes, the pending write, the failing read.
+        assert_eq!(lines.len(), FOCUS_BEFORE_MAX + 2, "{lines:#?}");
+        assert!(lines[0].contains("write(4)"), "{lines:#?}");
+        assert!(lines[FOCUS_BEFORE_MAX].contains("(pending)"));
+        assert!(lines[FOCUS_BEFORE_MAX + 1].ends_with("<-- cannot be linearized"));
+        assert!(lines[FOCUS_BEFORE_MAX + 1].starts_with("   0.100s"));
     }
 
     #[test]

@@ -427,12 +427,19 @@ pub async fn run(config: RunConfig) -> Result<RunOutcome, HarnessError> {
     write_file(&config.out.join("nemesis.log"), &log.to_text())?;
     write_file(&config.out.join("verdict.txt"), &summary)?;
     let html = match &report.explanation {
-        // The checker's timeline first, the run's summary below it.
+        // The run's summary (with the failing operation in short) first,
+        // then the checker's timeline of the whole failing piece.
         Some(explanation) => {
             let timeline = render_timeline_html(explanation);
-            match timeline.rfind("</body>") {
-                Some(at) => format!("{}<hr>\n{section}{}", &timeline[..at], &timeline[at..]),
-                None => timeline,
+            let body = timeline.find("<body>").map(|at| at + "<body>".len());
+            match (body, timeline.rfind("</body>")) {
+                (Some(open), Some(close)) if open <= close => format!(
+                    "{}\n{section}<hr>\n{}{}",
+                    &timeline[..open],
+                    &timeline[open..close],
+                    &timeline[close..]
+                ),
+                _ => timeline,
             }
         }
         None => report::page(&format!("concord check: {verdict}"), &section),

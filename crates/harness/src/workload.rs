@@ -266,8 +266,13 @@ pub fn error_text(status: &Status) -> String {
     // Error chains are finite; the bound only guards against a cyclic one.
     for _ in 0..16 {
         let Some(err) = source else { break };
-        text.push_str(": ");
-        text.push_str(&err.to_string());
+        // Transport errors repeat their cause in their own message; keep
+        // each piece once.
+        let piece = err.to_string();
+        if !text.contains(&piece) {
+            text.push_str(": ");
+            text.push_str(&piece);
+        }
         source = err.source();
     }
     text
