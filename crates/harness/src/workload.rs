@@ -712,8 +712,14 @@ impl SetSummary {
 /// Compares the adds with the final read (Jepsen's set checker), and
 /// appends the final read to `adds` as one register read per key (every
 /// key attempted or read), so the kv register checker decides the same
-/// question on the same history.
-pub fn finish_set(adds: &mut Vec<RegisterOp>, read: Option<&SetRead>, process: u64) -> SetSummary {
+/// question on the same history. The per-key reads are one range read in
+/// reality, so they all span its interval; each gets its own process id
+/// (from `process_base` up), keeping one operation per process at a time.
+pub fn finish_set(
+    adds: &mut Vec<RegisterOp>,
+    read: Option<&SetRead>,
+    process_base: u64,
+) -> SetSummary {
     let mut summary = SetSummary {
         attempted: adds.len(),
         final_read: read.is_some(),
@@ -754,10 +760,10 @@ pub fn finish_set(adds: &mut Vec<RegisterOp>, read: Option<&SetRead>, process: u
             summary.unexpected.insert(key.clone());
         }
     }
-    for key in keys {
+    for (n, key) in keys.into_iter().enumerate() {
         let value = read.elements.get(&key).copied();
         adds.push(record(
-            process,
+            process_base + n as u64,
             read.call,
             read.ret,
             KeyedInput::new(key, RegisterInput::Read),
