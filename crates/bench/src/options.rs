@@ -41,8 +41,8 @@ pub enum Op {
     Range,
     /// Serializable `KV.Range` of one key (served from the local replica).
     RangeSerializable,
-    /// `KV.Txn`: if the key's mod_revision is the one last seen, put; else
-    /// read it (to learn the new mod_revision).
+    /// Compare-and-swap with `KV.Txn`: if the key's mod_revision is the one
+    /// last seen, put; else read it and retry (one op = one swap).
     TxnCas,
     /// Puts whose events are delivered to `--watchers` watch streams; the
     /// latency is from the put's send (or scheduled) time to the event.

@@ -143,7 +143,7 @@ pub struct ClientTally {
     /// A second latency of the same requests, if the op has one (the put
     /// latency of `watch-latency`).
     pub secondary: Latencies,
-    /// Compare failures of `txn-cas` (successful requests that did not swap).
+    /// `txn-cas`: failed compares, each retried with the revision it read.
     pub cas_misses: u64,
 }
 
@@ -196,7 +196,8 @@ pub struct Report {
     /// one per put per watcher).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub puts_ok: Option<u64>,
-    /// txn-cas only: successful requests whose compare failed.
+    /// txn-cas only: failed compares (extra Txn round trips) behind the
+    /// `ok` swaps.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub cas_misses: Option<u64>,
 }
@@ -213,7 +214,12 @@ impl Report {
         let elapsed_s = elapsed.as_secs_f64();
         Report {
             op: config.op,
-            endpoints: config.endpoints.clone(),
+            // The fsync probe talks to no server.
+            endpoints: if config.op == Op::FsyncProbe {
+                Vec::new()
+            } else {
+                config.endpoints.clone()
+            },
             conns: config.conns,
             clients: config.clients,
             rate: config.rate,
@@ -250,15 +256,19 @@ impl Report {
         } else {
             "closed loop".to_string()
         };
-        let _ = writeln!(
-            s,
-            "op {}  endpoints {}  conns {}  clients {}  {}",
-            self.op.name(),
-            self.endpoints.join(","),
-            self.conns,
-            self.clients,
-            load
-        );
+        if self.op == Op::FsyncProbe {
+            let _ = writeln!(s, "op fsync-probe  {} B appends + fdatasync", self.val_size);
+        } else {
+            let _ = writeln!(
+                s,
+                "op {}  endpoints {}  conns {}  clients {}  {}",
+                self.op.name(),
+                self.endpoints.join(","),
+                self.conns,
+                self.clients,
+                load
+            );
+        }
         let _ = writeln!(
             s,
             "ok {}  errors {}  elapsed {:.3} s  throughput {:.1} ops/s",
@@ -281,7 +291,7 @@ impl Report {
             );
         }
         if let Some(misses) = self.cas_misses {
-            let _ = writeln!(s, "compare failed (not swapped): {misses}");
+            let _ = writeln!(s, "failed compares retried: {misses}");
         }
         if self.backlog > 0 {
             let _ = writeln!(

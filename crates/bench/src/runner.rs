@@ -69,9 +69,14 @@ async fn connect(config: &BenchConfig) -> Result<Vec<Channel>, BenchError> {
 /// What a successful request reports besides its latency.
 #[derive(Debug, Default, Clone, Copy)]
 struct Outcome {
-    /// txn-cas: the compare failed, nothing was swapped.
-    cas_miss: bool,
+    /// txn-cas: failed compares before the swap succeeded.
+    cas_misses: u64,
 }
+
+/// txn-cas: compares tried per op before it counts as an error. Misses come
+/// from keys not seen yet and from other clients' swaps; a streak this long
+/// means heavy contention on one key, which the report should show.
+pub const MAX_CAS_ATTEMPTS: u64 = 8;
 
 /// One client's connection and op-specific state.
 enum Worker {
@@ -223,31 +228,39 @@ impl Worker {
                 value,
                 seen,
             } => {
+                // One op is one successful swap: a failed compare returns the
+                // key's current mod_revision (the else branch reads it) and
+                // the swap is retried with it, as a read-modify-write client
+                // does. A key this client has not seen yet costs one miss.
                 let index = picker.pick(ticket.index);
                 let key = keys::key(index, key_size);
-                let expected = seen.get(&index).copied().unwrap_or(0);
-                let request = cas_request(key, value.clone(), expected);
-                let response = client
-                    .txn(request)
-                    .await
-                    .map_err(|s| status_kind(&s))?
-                    .into_inner();
-                if response.succeeded {
-                    let revision = response.header.map_or(0, |h| h.revision);
-                    seen.insert(index, revision);
-                    return Ok(Outcome { cas_miss: false });
+                let mut misses = 0;
+                while misses < MAX_CAS_ATTEMPTS {
+                    let expected = seen.get(&index).copied().unwrap_or(0);
+                    let request = cas_request(key.clone(), value.clone(), expected);
+                    let response = client
+                        .txn(request)
+                        .await
+                        .map_err(|s| status_kind(&s))?
+                        .into_inner();
+                    if response.succeeded {
+                        let revision = response.header.map_or(0, |h| h.revision);
+                        seen.insert(index, revision);
+                        return Ok(Outcome { cas_misses: misses });
+                    }
+                    let current = response
+                        .responses
+                        .into_iter()
+                        .find_map(|r| match r.response {
+                            Some(response_op::Response::ResponseRange(range)) => Some(range),
+                            _ => None,
+                        })
+                        .and_then(|range| range.kvs.into_iter().next())
+                        .map_or(0, |kv| kv.mod_revision);
+                    seen.insert(index, current);
+                    misses += 1;
                 }
-                let current = response
-                    .responses
-                    .into_iter()
-                    .find_map(|r| match r.response {
-                        Some(response_op::Response::ResponseRange(range)) => Some(range),
-                        _ => None,
-                    })
-                    .and_then(|range| range.kvs.into_iter().next())
-                    .map_or(0, |kv| kv.mod_revision);
-                seen.insert(index, current);
-                Ok(Outcome { cas_miss: true })
+                Err(format!("cas: no swap in {MAX_CAS_ATTEMPTS} attempts"))
             }
             Worker::Lease(lease) => {
                 lease.keep_alive().await?;
@@ -310,7 +323,7 @@ async fn client_loop(
                 } else {
                     tally.latencies.record(latency);
                 }
-                tally.cas_misses += u64::from(outcome.cas_miss);
+                tally.cas_misses += outcome.cas_misses;
             }
             Ok(Err(kind)) => tally.errors.add(&kind),
             Err(_) => {
