@@ -18,7 +18,8 @@
 //!    has committed an entry of its term (dissertation 6.4).
 //! 5. Nothing here reads a clock or an unseeded RNG: time is `tick()`.
 //! 6. A lease read is answered only within a lease from a heartbeat round
-//!    that a quorum confirmed and that was sent after the last `TimeoutNow`;
+//!    of this leadership that a quorum confirmed, and never once this
+//!    leader has sent a `TimeoutNow`;
 //!    with lease reads on, a member that restarted refuses votes for one
 //!    minimum election timeout (it may have granted a lease it no longer
 //!    remembers).
@@ -204,9 +205,10 @@ pub struct Raft {
     read_round: u64,
     round_sent_at: VecDeque<(u64, u64)>,
     lease_start_tick: Option<u64>,
-    /// Heartbeat rounds up to this one no longer grant a lease: a
-    /// `TimeoutNow` went out after them, so the transfer target may already
-    /// lead a newer term (its vote request bypasses stickiness).
+    /// Heartbeat rounds up to this one grant no lease: rounds of an earlier
+    /// leadership, or every round once a `TimeoutNow` went out (`u64::MAX`
+    /// until the next leadership): the transfer target's election bypasses
+    /// the voters' stickiness, so no acknowledgement promises anything.
     lease_fence_round: u64,
     pending_reads: Vec<PendingRead>,
     reads_awaiting_term_commit: Vec<(u64, Option<NodeId>)>,
@@ -971,6 +973,7 @@ impl Raft {
         self.votes.clear();
         self.transferee = None;
         self.lease_start_tick = None;
+        self.lease_fence_round = self.read_round;
         self.heartbeat_elapsed = 0;
         self.election_elapsed = 0;
         let last = self.log.last_index();
@@ -1533,12 +1536,16 @@ impl Raft {
     }
 
     /// Tells the transfer target to campaign now. The target's election
-    /// ignores the voters' leader stickiness, so from here on this leader's
-    /// lease proves nothing: drop it, and let only rounds sent after this
-    /// point (which a newer leader's voters will not answer) grant a new one.
+    /// ignores the voters' leader stickiness, and the `TimeoutNow` may
+    /// arrive (and the target win) at any later point of this term, so from
+    /// here on this leader serves no lease read at all: reads go through
+    /// ReadIndex rounds, which a newer leader's voters do not answer. (A
+    /// first fix only fenced rounds sent before the `TimeoutNow`; the
+    /// simulator then found a stale read from a lease renewed by a voter
+    /// that went on to elect the target.)
     fn send_timeout_now(&mut self, to: NodeId) {
         self.lease_start_tick = None;
-        self.lease_fence_round = self.read_round;
+        self.lease_fence_round = u64::MAX;
         self.send(to, MessageBody::TimeoutNow);
     }
 

@@ -575,3 +575,43 @@ fn regression_lease_ends_when_leadership_is_handed_over() {
     assert_eq!(c.node(1).role(), Role::Leader, "node 1 missed the new term");
     assert!(!answers_from_lease(&mut c, 1, 2), "stale lease read");
 }
+
+/// Bug (in the first fix of the one above): after a `TimeoutNow`, heartbeat
+/// rounds that a voter still answered renewed the lease; that voter then
+/// elected the transfer target, whose `TimeoutNow` had been delayed, and the
+/// old leader served a stale read from the renewed lease (found by the
+/// simulator, seed 1102356 on 3 nodes). No lease survives a `TimeoutNow`.
+#[test]
+fn regression_lease_is_not_renewed_after_timeout_now() {
+    let mut c = Cluster::with_config(3, lease_reads);
+    warm_up(&mut c);
+    assert!(c.elect(1));
+    c.tick_all(2);
+    assert!(answers_from_lease(&mut c, 1, 1));
+    // Node 3 hears nothing for now; the TimeoutNow to it is held back.
+    let held = std::rc::Rc::new(std::cell::RefCell::new(None));
+    let keep = held.clone();
+    c.filter = Some(Box::new(move |m: &mut Message| {
+        if matches!(m.body, MessageBody::TimeoutNow) {
+            *keep.borrow_mut() = Some(m.clone());
+        }
+        m.to != id(3)
+    }));
+    c.node_mut(1).transfer_leadership(id(3)).unwrap();
+    c.settle();
+    // Node 1 keeps leading; node 2 answers its heartbeat rounds.
+    for _ in 0..3 {
+        c.node_mut(1).tick();
+        c.node_mut(2).tick();
+        c.settle();
+    }
+    // The TimeoutNow finally arrives: node 3 wins with node 2's vote, and
+    // node 1 hears nothing of it.
+    c.filter = Some(Box::new(|m: &mut Message| m.to != id(1)));
+    let timeout_now = held.borrow().clone().expect("TimeoutNow was sent");
+    c.node_mut(3).step(timeout_now);
+    c.settle();
+    assert_eq!(c.node(3).role(), Role::Leader);
+    assert_eq!(c.node(1).role(), Role::Leader, "node 1 missed the new term");
+    assert!(!answers_from_lease(&mut c, 1, 2), "stale lease read");
+}
