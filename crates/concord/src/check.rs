@@ -21,6 +21,10 @@ const EXIT_ERROR: i32 = 3;
 /// Exit code after Ctrl-C or SIGTERM (128 + SIGINT, the shell convention).
 const EXIT_INTERRUPTED: i32 = 130;
 
+/// How long the runtime may take to drop its tasks (and with them the
+/// cluster, whose members are then killed) after the run ends.
+const SHUTDOWN_GRACE: Duration = Duration::from_secs(5);
+
 /// Flags of `concord check`.
 #[derive(clap::Args, Debug)]
 pub struct CheckArgs {
@@ -125,7 +129,7 @@ fn run_check(args: CheckArgs) -> anyhow::Result<i32> {
         .enable_all()
         .build()
         .context("starting the async runtime")?;
-    runtime.block_on(async move {
+    let code = runtime.block_on(async move {
         let mut terminate =
             tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
                 .context("installing the SIGTERM handler")?;
@@ -145,7 +149,11 @@ fn run_check(args: CheckArgs) -> anyhow::Result<i32> {
                 Ok(EXIT_INTERRUPTED)
             }
         }
-    })
+    });
+    // Dropping the tasks drops the cluster, which kills every member; do
+    // not wait for a checker thread still searching an abandoned history.
+    runtime.shutdown_timeout(SHUTDOWN_GRACE);
+    code
 }
 
 /// Runs `concord check-history`: prints `linearizable`, `not linearizable`
