@@ -185,26 +185,47 @@ pub fn txn_from_pb(r: pb::TxnRequest) -> Result<mvcc::TxnRequest, Status> {
     })
 }
 
-/// etcd's TxnResponse from the store's.
+/// etcd's TxnResponse from the store's. Only the top-level response carries
+/// the full `header`; as in etcd 3.4 (`applyTxn`), the responses inside it
+/// carry just their own revision (a read before the txn's first write sees
+/// the revision before it), and a nested txn's header is empty.
 pub fn txn_to_pb(r: mvcc::TxnResponse, header: pb::ResponseHeader) -> pb::TxnResponse {
-    use pb::response_op::Response;
-    let responses = r
-        .responses
-        .into_iter()
-        .map(|op| pb::ResponseOp {
-            response: Some(match op {
-                mvcc::ResponseOp::Range(r) => Response::ResponseRange(range_to_pb(r, header)),
-                mvcc::ResponseOp::Put(r) => Response::ResponsePut(put_to_pb(r, header)),
-                mvcc::ResponseOp::DeleteRange(r) => {
-                    Response::ResponseDeleteRange(delete_to_pb(r, header))
-                }
-                mvcc::ResponseOp::Txn(r) => Response::ResponseTxn(txn_to_pb(r, header)),
-            }),
-        })
-        .collect();
     pb::TxnResponse {
         header: Some(header),
         succeeded: r.succeeded,
-        responses,
+        responses: nested_responses_to_pb(r.responses),
     }
+}
+
+fn nested_header(revision: i64) -> pb::ResponseHeader {
+    pb::ResponseHeader {
+        revision,
+        ..Default::default()
+    }
+}
+
+fn nested_responses_to_pb(ops: Vec<mvcc::ResponseOp>) -> Vec<pb::ResponseOp> {
+    use pb::response_op::Response;
+    ops.into_iter()
+        .map(|op| pb::ResponseOp {
+            response: Some(match op {
+                mvcc::ResponseOp::Range(r) => {
+                    let header = nested_header(r.revision);
+                    Response::ResponseRange(range_to_pb(r, header))
+                }
+                mvcc::ResponseOp::Put(r) => {
+                    let header = nested_header(r.revision);
+                    Response::ResponsePut(put_to_pb(r, header))
+                }
+                mvcc::ResponseOp::DeleteRange(r) => {
+                    let header = nested_header(r.revision);
+                    Response::ResponseDeleteRange(delete_to_pb(r, header))
+                }
+                mvcc::ResponseOp::Txn(r) => {
+                    let header = nested_header(r.revision);
+                    Response::ResponseTxn(txn_to_pb(r, header))
+                }
+            }),
+        })
+        .collect()
 }
