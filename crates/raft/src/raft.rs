@@ -28,7 +28,8 @@
 //!    follower's latest figure of what it holds is where resending starts.
 //! 8. A refused vote request does not restart a follower's election timer,
 //!    even when it brings a higher term (paper figure 2: granting a vote or
-//!    hearing from the leader does).
+//!    hearing from the leader does), and one from an older term is refused
+//!    with the current term so the candidate catches up.
 
 use crate::config::{Config, ConfigError};
 use crate::log::RaftLog;
@@ -702,6 +703,15 @@ impl Raft {
                 }
                 MessageBody::PreVote { .. } => {
                     self.send(m.from, MessageBody::PreVoteResponse { reject: true });
+                }
+                MessageBody::RequestVote { .. } => {
+                    // Refuse with our term (paper figure 2), so the candidate
+                    // catches up. Ignoring it left a candidate with the most
+                    // up-to-date log forever a term behind voters whose terms
+                    // a stale candidate kept raising: no leader, ever (found
+                    // by the simulator, pre-vote off, after membership
+                    // changes left the two candidates with different voters).
+                    self.send(m.from, MessageBody::RequestVoteResponse { reject: true });
                 }
                 _ => {}
             }

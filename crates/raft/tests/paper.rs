@@ -615,3 +615,36 @@ fn regression_lease_is_not_renewed_after_timeout_now() {
     assert_eq!(c.node(1).role(), Role::Leader, "node 1 missed the new term");
     assert!(!answers_from_lease(&mut c, 1, 2), "stale lease read");
 }
+
+/// Bug: a vote request from an older term was dropped without an answer,
+/// so a candidate whose log was the most up to date never learned the term
+/// that a stale candidate kept raising on the other voters, and stayed a
+/// term behind for good (found by the simulator with pre-vote off). Now it
+/// is refused with the current term, which the candidate adopts.
+#[test]
+fn regression_a_stale_term_candidate_learns_the_current_term() {
+    let mut c = Cluster::with_config(3, |cfg| {
+        cfg.pre_vote = false;
+        cfg.check_quorum = false;
+    });
+    assert!(c.elect(1));
+    c.tick_all(1);
+    // Node 3 is gone; node 1 has adopted a much higher term from a stale
+    // candidate it refused.
+    c.isolate(3);
+    c.node_mut(1).step(Message {
+        from: id(3),
+        to: id(1),
+        term: Term(10),
+        body: MessageBody::RequestVote {
+            last_log_index: LogIndex(0),
+            last_log_term: Term(0),
+            transfer: false,
+        },
+    });
+    c.settle();
+    assert_eq!(c.node(1).term(), Term(10));
+    // Node 2 campaigns from term 1: it must end up leading.
+    assert!(c.elect(2), "node 2 never learned term 10");
+    assert!(c.node(2).term() > Term(10));
+}
