@@ -9,8 +9,8 @@ use concord_sim::{report, run_seeds, SimOptions};
 /// crashes, partitions, loss, duplication, reordering, slow fsync, torn
 /// writes, clock drift, compaction, snapshots, leadership transfers,
 /// membership changes and (in some seeds) lease reads, then a 2.5 s heal
-/// phase (virtual time). About 45 s in the dev profile on two cores.
-const SEEDS: u64 = 6_000;
+/// phase (virtual time). 30 to 60 s in the dev profile on two cores.
+const SEEDS: u64 = 4_000;
 
 /// Cluster sizes, round-robin by seed.
 const NODES: [usize; 3] = [3, 5, 7];
