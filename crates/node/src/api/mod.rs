@@ -65,6 +65,9 @@ pub struct Coordination {
     pub lease_ttl_min_secs: i64,
     /// Interval of automatic watch progress notifications.
     pub watch_progress_notify_interval: Duration,
+    /// The election timeout: streams that require a leader are ended after
+    /// three of them without one (etcd's `monitorLeader`).
+    pub election_timeout: Duration,
     /// etcd's request id generator (prefix and counting suffix), for lease
     /// ids the client left to us.
     lease_id_prefix: u64,
@@ -90,6 +93,7 @@ impl Coordination {
         Coordination {
             lease_ttl_min_secs: ((3 * ms / 2 + 999) / 1000).max(1),
             watch_progress_notify_interval: watch::PROGRESS_NOTIFY_INTERVAL_DEFAULT,
+            election_timeout,
             lease_id_prefix: prefix,
             lease_id_suffix: AtomicU64::new(suffix),
             leader_channel: Mutex::new(None),
@@ -145,6 +149,18 @@ impl Api {
         }
         Ok(())
     }
+}
+
+/// gRPC metadata by which a client asks to fail rather than be served by a
+/// member without a leader (`clientv3.WithRequireLeader`).
+pub const REQUIRE_LEADER_METADATA: &str = "hasleader";
+
+/// Whether the request carries `hasleader: true`.
+pub fn requires_leader<T>(request: &tonic::Request<T>) -> bool {
+    request
+        .metadata()
+        .get(REQUIRE_LEADER_METADATA)
+        .is_some_and(|v| v.as_bytes() == b"true")
 }
 
 /// Maps a store error to etcd's status.

@@ -37,6 +37,7 @@
 
 use super::convert::kv_to_pb;
 use super::Api;
+use crate::replica::ServerError;
 use crate::watch_hub::{event_revision, history, KeyRange, HISTORY_CHUNK_EVENTS};
 use concord_etcd_proto::etcdserverpb as pb;
 use concord_etcd_proto::etcdserverpb::watch_server::Watch;
@@ -77,16 +78,25 @@ impl Watch for Api {
         &self,
         request: Request<Streaming<pb::WatchRequest>>,
     ) -> Result<Response<Self::WatchStream>, Status> {
+        let require_leader = super::requires_leader(&request);
+        if require_leader && self.shared.leader().is_none() {
+            return Err(Status::unavailable(ServerError::NoLeader.to_string()));
+        }
         let incoming = request.into_inner();
         let (tx, rx) = mpsc::channel(WATCH_STREAM_RESPONSES);
-        let session = Session::new(self.clone(), tx);
+        let mut session = Session::new(self.clone(), tx);
+        session.require_leader = require_leader;
         tokio::spawn(session.run(incoming));
         Ok(Response::new(Box::pin(ReceiverStream::new(rx))))
     }
 }
 
-/// The client went away: the session ends.
+/// The session ends: the client went away (or must reconnect elsewhere).
 struct Closed;
+
+/// Election timeouts without a leader after which a stream that requires
+/// a leader is ended (etcd's `maxNoLeaderCnt`).
+const NO_LEADER_CHECKS_MAX: u32 = 3;
 
 struct Watcher {
     range: KeyRange,
@@ -142,6 +152,11 @@ struct Session {
     last_progress: i64,
     /// A progress request waits for the stream to reach this revision.
     progress_wanted: Option<i64>,
+    /// The client sent `hasleader: true`: end the stream when this member
+    /// stays without a leader.
+    require_leader: bool,
+    /// Consecutive leader checks that found none.
+    no_leader_checks: u32,
 }
 
 impl Session {
@@ -158,6 +173,8 @@ impl Session {
             max_sent: 0,
             last_progress: 0,
             progress_wanted: None,
+            require_leader: false,
+            no_leader_checks: 0,
         }
     }
 
@@ -168,6 +185,13 @@ impl Session {
         let interval = self.api.coordination.watch_progress_notify_interval;
         let mut ticker = tokio::time::interval_at(tokio::time::Instant::now() + interval, interval);
         ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let election = self
+            .api
+            .coordination
+            .election_timeout
+            .max(Duration::from_millis(10));
+        let mut leader_check =
+            tokio::time::interval_at(tokio::time::Instant::now() + election, election);
         let mut incoming_open = true;
         loop {
             let catching_up = self.watchers.values().any(|w| !w.synced);
@@ -185,6 +209,7 @@ impl Session {
                 _ = std::future::ready(()), if catching_up => self.catch_up_one().await,
                 batch = self.rx.recv() => self.on_live(batch).await,
                 _ = ticker.tick() => self.on_progress_tick().await,
+                _ = leader_check.tick(), if self.require_leader => self.check_leader().await,
             };
             if step.is_err() || self.maybe_send_progress().await.is_err() {
                 break;
@@ -458,6 +483,23 @@ impl Session {
         self.send(self.response(INVALID_WATCH_ID, reached)).await
     }
 
+    /// etcd's `monitorLeader` for streams that require a leader.
+    async fn check_leader(&mut self) -> Result<(), Closed> {
+        if self.api.shared.leader().is_some() {
+            self.no_leader_checks = 0;
+            return Ok(());
+        }
+        self.no_leader_checks += 1;
+        if self.no_leader_checks < NO_LEADER_CHECKS_MAX {
+            return Ok(());
+        }
+        let _ = self
+            .tx
+            .send(Err(Status::unavailable(ServerError::NoLeader.to_string())))
+            .await;
+        Err(Closed)
+    }
+
     /// etcd's periodic progress notification, per watcher that asked for it
     /// and saw no events during the interval.
     async fn on_progress_tick(&mut self) -> Result<(), Closed> {
@@ -535,7 +577,7 @@ mod tests {
                 max_request_bytes: crate::api::DEFAULT_MAX_REQUEST_BYTES,
                 max_txn_ops: 128,
                 cluster_token: "t".into(),
-                coordination: Arc::new(Coordination::new(7, Duration::from_secs(1))),
+                coordination: Arc::new(Coordination::new(7, Duration::from_millis(50))),
             };
             Harness {
                 _dir: dir,
@@ -569,9 +611,14 @@ mod tests {
         }
 
         fn client(&self) -> Client {
+            self.client_requiring_leader(false)
+        }
+
+        fn client_requiring_leader(&self, require_leader: bool) -> Client {
             let (tx, rx) = mpsc::channel(WATCH_STREAM_RESPONSES);
             let (req_tx, req_rx) = mpsc::channel(16);
-            let session = Session::new(self.api.clone(), tx);
+            let mut session = Session::new(self.api.clone(), tx);
+            session.require_leader = require_leader;
             tokio::spawn(session.run(ReceiverStream::new(req_rx)));
             Client { tx: req_tx, rx }
         }
@@ -848,6 +895,38 @@ mod tests {
         assert_eq!((first.events.len(), second.events.len()), (10, 10));
         assert!(!first.fragment && !second.fragment);
         assert_eq!(revisions(&first), vec![2; 10]);
+    }
+
+    #[tokio::test]
+    async fn a_stream_that_requires_a_leader_ends_without_one() {
+        let mut h = Harness::new(64);
+        let mut relaxed = h.client();
+        let mut strict = h.client_requiring_leader(true);
+        relaxed.create(create("a", 0)).await;
+        strict.create(create("a", 0)).await;
+        // A brief loss (under three election timeouts) is tolerated.
+        h.api
+            .shared
+            .leader
+            .store(0, std::sync::atomic::Ordering::Release);
+        tokio::time::sleep(Duration::from_millis(70)).await;
+        h.api
+            .shared
+            .leader
+            .store(7, std::sync::atomic::Ordering::Release);
+        h.put("a", "1");
+        assert_eq!(strict.events_until(0, 2).await, vec![2]);
+        h.api
+            .shared
+            .leader
+            .store(0, std::sync::atomic::Ordering::Release);
+        let ended = tokio::time::timeout(Duration::from_secs(5), strict.rx.recv())
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(ended.unwrap_err().message(), "etcdserver: no leader");
+        h.put("a", "2");
+        assert_eq!(relaxed.events_until(0, 3).await, vec![2, 3]);
     }
 
     /// etcd#15220: a progress response never reports a revision lower
