@@ -52,7 +52,7 @@ fn pid_of(data_dir: &std::path::Path) -> u32 {
             .split(|b| *b == 0)
             .map(|a| String::from_utf8_lossy(a).to_string())
             .collect();
-        if args.iter().any(|a| a == "serve") && args.iter().any(|a| *a == needle) {
+        if args.iter().any(|a| a == "serve") && args.contains(&needle) {
             return pid;
         }
     }
@@ -466,16 +466,15 @@ async fn watch_resumes_across_a_leader_change_without_gaps_or_duplicates() {
         }));
     }
     cluster.kill(leader);
-    loop {
-        match tokio::time::timeout(Duration::from_secs(10), stream.message()).await {
-            Ok(Ok(Some(response))) => received.extend(response.events().iter().map(|e| {
-                (
-                    e.kv().unwrap().mod_revision(),
-                    e.kv().unwrap().key().to_vec(),
-                )
-            })),
-            _ => break,
-        }
+    while let Ok(Ok(Some(response))) =
+        tokio::time::timeout(Duration::from_secs(10), stream.message()).await
+    {
+        received.extend(response.events().iter().map(|e| {
+            (
+                e.kv().unwrap().mod_revision(),
+                e.kv().unwrap().key().to_vec(),
+            )
+        }));
     }
     let last_seen = received.last().unwrap().0;
     let mut resumed = connect(&survivor_urls).await;
