@@ -3,6 +3,7 @@
 //! human summary, then one JSON line, always the last line of stdout.
 
 use anyhow::Context;
+use std::io::Write;
 
 pub use concord_bench::BenchArgs;
 
@@ -11,7 +12,13 @@ pub fn run(args: BenchArgs) -> anyhow::Result<()> {
     let config = args.validate()?;
     let op = config.op.name();
     let report = concord_bench::run(config).with_context(|| format!("bench --op {op}"))?;
-    print!("{}", report.to_text());
-    println!("{}", report.to_json());
-    Ok(())
+    let mut out = std::io::stdout().lock();
+    let written = write!(out, "{}", report.to_text())
+        .and_then(|()| writeln!(out, "{}", report.to_json()))
+        .and_then(|()| out.flush());
+    match written {
+        // A reader that stopped early (`| head`) is not an error of the run.
+        Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => Ok(()),
+        other => other.context("writing the report"),
+    }
 }
