@@ -107,9 +107,16 @@ pub fn run(args: DevArgs) -> anyhow::Result<()> {
         endpoints.push(format!("127.0.0.1:{port}"));
     }
     let endpoints = endpoints.join(",");
-    println!("Concord dev cluster: {} members, data and logs in {}", args.nodes, args.data_dir.display());
+    println!(
+        "Concord dev cluster: {} members, data and logs in {}",
+        args.nodes,
+        args.data_dir.display()
+    );
     for (name, port) in names.iter().zip(CLIENT_PORTS) {
-        println!("  {name}: client http://127.0.0.1:{port}  peer http://127.0.0.1:{}", port + 1);
+        println!(
+            "  {name}: client http://127.0.0.1:{port}  peer http://127.0.0.1:{}",
+            port + 1
+        );
     }
     println!("Try:");
     println!("  ETCDCTL_API=3 etcdctl --endpoints={endpoints} put greeting hello");

@@ -10,7 +10,11 @@ mod serve;
 use clap::{Parser, Subcommand};
 
 #[derive(Parser)]
-#[command(name = "concord", version, about = "Concord: a replicated store with an etcd v3 face")]
+#[command(
+    name = "concord",
+    version,
+    about = "Concord: a replicated store with an etcd v3 face"
+)]
 struct Cli {
     #[command(subcommand)]
     command: Option<Command>,
