@@ -325,7 +325,18 @@ pub fn start(config: NodeConfig) -> Result<RunningNode, StartError> {
             health_reporter
                 .set_service_status("", concord_etcd_proto::health::ServingStatus::Serving)
                 .await;
-            let incoming = tokio_stream::wrappers::TcpListenerStream::new(listener);
+            // `Server::tcp_nodelay` only covers listeners tonic binds itself;
+            // without NODELAY on our own sockets every response's trailers
+            // wait for the client's delayed ACK (~40 ms per request).
+            let incoming = tokio_stream::StreamExt::map(
+                tokio_stream::wrappers::TcpListenerStream::new(listener),
+                |stream| {
+                    if let Ok(s) = &stream {
+                        let _ = s.set_nodelay(true);
+                    }
+                    stream
+                },
+            );
             let result = tonic::transport::Server::builder()
                 .tcp_nodelay(true)
                 .add_service(
