@@ -346,9 +346,14 @@ async fn lease_expiry_across_a_leader_change() {
     .await;
     let ttl = 6;
     let id = client.lease_grant(ttl, None).await.unwrap().id();
-    put_retry(&mut client, "survive/key", "v", id).await;
+    let written = put_retry(&mut client, "survive/key", "v", id).await;
+    // From the revision after the put: a member that has not applied it
+    // yet would otherwise start before it.
     let mut watch = client
-        .watch("survive/key", Some(WatchOptions::new()))
+        .watch(
+            "survive/key",
+            Some(WatchOptions::new().with_start_revision(written + 1)),
+        )
         .await
         .unwrap();
     assert!(watch.message().await.unwrap().unwrap().created());
