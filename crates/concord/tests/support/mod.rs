@@ -38,10 +38,48 @@ const LOG_TAIL_LINES: usize = 40;
 
 /// Picks `n` distinct free loopback ports. All sockets are held until every
 /// port is picked so one call never returns the same port twice.
+///
+/// Ports come from below the kernel's ephemeral range
+/// (`ip_local_port_range`): the outgoing connections of every test client
+/// take ephemeral ports, and one of them could otherwise grab a member's
+/// port between its pick and its bind, or while the member is down for a
+/// restart. Falls back to port 0 when that range is unusable.
 pub fn free_ports(n: usize) -> Vec<u16> {
-    let listeners: Vec<TcpListener> = (0..n)
-        .map(|_| TcpListener::bind("127.0.0.1:0").expect("bind 127.0.0.1:0"))
-        .collect();
+    let ephemeral_low = std::fs::read_to_string("/proc/sys/net/ipv4/ip_local_port_range")
+        .ok()
+        .and_then(|t| {
+            t.split_whitespace()
+                .next()
+                .and_then(|p| p.parse::<u16>().ok())
+        })
+        .unwrap_or(32768);
+    const LOWEST: u16 = 10_000;
+    let mut seed = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_nanos() as u64)
+        .unwrap_or(1)
+        ^ (u64::from(std::process::id()) << 32);
+    let mut next = move || {
+        seed ^= seed << 13;
+        seed ^= seed >> 7;
+        seed ^= seed << 17;
+        seed
+    };
+    let mut listeners: Vec<TcpListener> = Vec::with_capacity(n);
+    let mut attempts = 0;
+    while listeners.len() < n {
+        attempts += 1;
+        let listener = if ephemeral_low > LOWEST + 1000 && attempts < 10_000 {
+            let port = LOWEST + (next() % u64::from(ephemeral_low - LOWEST)) as u16;
+            match TcpListener::bind(("127.0.0.1", port)) {
+                Ok(l) => l,
+                Err(_) => continue,
+            }
+        } else {
+            TcpListener::bind("127.0.0.1:0").expect("bind 127.0.0.1:0")
+        };
+        listeners.push(listener);
+    }
     listeners
         .iter()
         .map(|l| l.local_addr().expect("local addr").port())
@@ -128,6 +166,17 @@ pub fn tail(path: &Path, lines: usize) -> String {
     all[all.len().saturating_sub(lines)..].join("\n")
 }
 
+/// What was appended to a log file after `offset`.
+fn log_since(path: &Path, offset: u64) -> String {
+    let Ok(mut file) = std::fs::File::open(path) else {
+        return String::new();
+    };
+    let _ = file.seek(SeekFrom::Start(offset));
+    let mut text = String::new();
+    let _ = file.read_to_string(&mut text);
+    text
+}
+
 /// Options for a test cluster.
 #[derive(Clone, Debug)]
 pub struct ClusterOptions {
@@ -163,6 +212,8 @@ pub struct Member {
     pub data_dir: PathBuf,
     /// Where stdout and stderr of the process go (appended across restarts).
     pub log_path: PathBuf,
+    /// Length of the log when the current process was started.
+    log_offset: u64,
     process: Option<ChildGuard>,
 }
 
@@ -280,6 +331,7 @@ impl Cluster {
                     name,
                     client_port: ports[2 * i],
                     peer_port: ports[2 * i + 1],
+                    log_offset: 0,
                     process: None,
                 }
             })
@@ -350,6 +402,7 @@ impl Cluster {
             .append(true)
             .open(&self.members[i].log_path)
             .expect("open member log");
+        self.members[i].log_offset = log.metadata().map(|m| m.len()).unwrap_or(0);
         let child = self
             .command(i)
             .env("RUST_LOG", "info")
@@ -361,8 +414,11 @@ impl Cluster {
         self.members[i].process = Some(ChildGuard::new(self.members[i].name.clone(), child));
     }
 
-    /// Waits until member `i` accepts TCP connections on its client port;
-    /// an early exit is an error carrying the member's log.
+    /// Waits until member `i` has bound its ports (`concord serve` logs
+    /// "serving" once every listener is bound) and accepts connections on
+    /// its client port; an early exit is an error carrying the member's
+    /// log. A successful connect alone is not enough: another process may
+    /// hold the port this member failed to bind.
     fn wait_listening(&mut self, i: usize) -> Result<(), String> {
         let deadline = Instant::now() + LISTEN_TIMEOUT;
         let addr = self.members[i].client_addr();
@@ -376,14 +432,19 @@ impl Cluster {
                     tail(&member.log_path, LOG_TAIL_LINES)
                 ));
             }
-            if TcpStream::connect_timeout(&addr.parse().expect("addr"), Duration::from_millis(200))
+            let serving = log_since(&member.log_path, member.log_offset).contains("serving");
+            if serving
+                && TcpStream::connect_timeout(
+                    &addr.parse().expect("addr"),
+                    Duration::from_millis(200),
+                )
                 .is_ok()
             {
                 return Ok(());
             }
             if Instant::now() > deadline {
                 return Err(format!(
-                    "{} not listening on {addr} after {LISTEN_TIMEOUT:?}; log:\n{}",
+                    "{} not serving on {addr} after {LISTEN_TIMEOUT:?}; log:\n{}",
                     member.name,
                     tail(&member.log_path, LOG_TAIL_LINES)
                 ));
@@ -523,9 +584,7 @@ impl Cluster {
                 .ok_or_else(|| format!("leader {leader:x} is not among {among:?}"))
         })
         .await;
-        if result.is_err() {
-            self.dump_logs();
-        }
+        // On a panic the cluster's Drop prints every member's log.
         result.unwrap_or_else(|e| panic!("{e}"))
     }
 
@@ -535,17 +594,18 @@ impl Cluster {
             .await
     }
 
-    /// Prints the tail of every member's log to stderr.
-    pub fn dump_logs(&self) {
-        for m in &self.members {
+    /// Prints the tail of every member's log to stderr, with whether its
+    /// process is running, stopped by the test, or exited by itself.
+    pub fn dump_logs(&mut self) {
+        for m in &mut self.members {
+            let state = match m.process.as_mut().map(|p| p.try_exited()) {
+                None => "not running (stopped by the test)".to_string(),
+                Some(None) => "running".to_string(),
+                Some(Some(status)) => format!("EXITED BY ITSELF: {status}"),
+            };
             eprintln!(
-                "----- {} ({}) log tail -----\n{}",
+                "----- {} ({state}) log tail -----\n{}",
                 m.name,
-                if m.is_running() {
-                    "running"
-                } else {
-                    "not running"
-                },
                 tail(&m.log_path, LOG_TAIL_LINES)
             );
         }
