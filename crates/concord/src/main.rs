@@ -6,6 +6,7 @@ mod bench;
 mod check;
 mod dev;
 mod serve;
+mod snapshot;
 
 use clap::{Parser, Subcommand};
 
@@ -30,6 +31,8 @@ enum Command {
     Bench(bench::BenchArgs),
     /// Jepsen-style test of a local cluster under faults; exits 0 only for a valid history.
     Check(check::CheckArgs),
+    /// Offline snapshot tools (`restore` seeds a new cluster from a snapshot file).
+    Snapshot(snapshot::SnapshotArgs),
     /// Check a history file: prints linearizable / not linearizable / unknown, exits 0 / 1 / 2.
     CheckHistory(check::CheckHistoryArgs),
 }
@@ -47,6 +50,7 @@ fn main() {
         Some(Command::Serve(args)) => serve::run(args),
         None => serve::run(serve::ServeArgs::default()),
         Some(Command::Dev(args)) => dev::run(args),
+        Some(Command::Snapshot(args)) => snapshot::run(args),
         Some(Command::Bench(args)) => bench::run(args),
         Some(Command::Check(args)) => check::run(args),
         Some(Command::CheckHistory(args)) => check::run_history(args),

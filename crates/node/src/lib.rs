@@ -18,5 +18,7 @@ pub mod lessor;
 pub mod members;
 pub mod node;
 pub mod replica;
+pub mod restore;
+pub mod sha256;
 pub mod transport;
 pub mod watch_hub;

@@ -64,10 +64,10 @@ pub enum StartError {
 }
 
 #[derive(Serialize, Deserialize)]
-struct Identity {
-    member_id: u64,
-    cluster_id: u64,
-    name: String,
+pub(crate) struct Identity {
+    pub(crate) member_id: u64,
+    pub(crate) cluster_id: u64,
+    pub(crate) name: String,
 }
 
 /// A running member.
@@ -112,7 +112,10 @@ pub fn cluster_id_for(token: &str) -> u64 {
     crate::members::fnv1a64(&[b"concord-cluster", token.as_bytes()]).max(1)
 }
 
-fn load_or_create_identity(dir: &Path, config: &NodeConfig) -> Result<Identity, StartError> {
+pub(crate) fn load_or_create_identity(
+    dir: &Path,
+    config: &NodeConfig,
+) -> Result<Identity, StartError> {
     let path = dir.join("id.json");
     if let Ok(bytes) = std::fs::read(&path) {
         return serde_json::from_slice(&bytes)
@@ -131,7 +134,7 @@ fn load_or_create_identity(dir: &Path, config: &NodeConfig) -> Result<Identity, 
 }
 
 /// Initial members grouped by name: (id, name, peer URLs), sorted by id.
-fn initial_members(config: &NodeConfig) -> Vec<(u64, String, Vec<String>)> {
+pub(crate) fn initial_members(config: &NodeConfig) -> Vec<(u64, String, Vec<String>)> {
     let mut by_name: std::collections::BTreeMap<String, Vec<String>> = Default::default();
     for (name, url) in &config.initial_cluster {
         by_name.entry(name.clone()).or_default().push(url.clone());

@@ -310,7 +310,7 @@ pub struct Replica {
 }
 
 /// Creates the snapshot payload: member table, then the store's own stream.
-fn encode_snapshot(members: &Members, store: &Store) -> Result<Bytes, MvccError> {
+pub(crate) fn encode_snapshot(members: &Members, store: &Store) -> Result<Bytes, MvccError> {
     let members_json = serde_json::to_vec(members).expect("plain data serializes");
     let mut out = Vec::with_capacity(members_json.len() + 1024);
     out.push(SNAPSHOT_FORMAT_V1);

@@ -88,9 +88,7 @@ impl Maintenance for Api {
         &self,
         _request: Request<pb::SnapshotRequest>,
     ) -> Result<Response<Self::SnapshotStream>, Status> {
-        Err(Status::unimplemented(
-            "concord: Snapshot is not supported yet",
-        ))
+        Ok(Response::new(self.snapshot_stream().await?))
     }
 
     async fn move_leader(

@@ -17,6 +17,7 @@ pub mod lease;
 pub mod lock;
 pub mod maintenance;
 mod recipe;
+pub mod snapshot;
 pub mod watch;
 
 use crate::replica::{ServerError, Shared};
