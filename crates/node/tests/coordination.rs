@@ -776,3 +776,67 @@ fn snapshot_saved_from_one_cluster_restores_a_new_one() {
         assert_eq!(put(&kv, "after", "restore", 0).await, revision + 1);
     });
 }
+
+/// Cluster.MemberUpdate replaces a member's peer URLs through Raft.
+#[test]
+fn member_update_replaces_peer_urls() {
+    use concord_etcd_proto::etcdserverpb::cluster_client::ClusterClient;
+    let cluster = Cluster::start(3);
+    // Membership changes are proposed by the member that receives them,
+    // which must lead (they are not forwarded yet).
+    let url = cluster.urls[cluster.leader()].clone();
+    run(async move {
+        let mut client = ClusterClient::new(channel(&url).await);
+        let list = retry(|| {
+            let mut c = client.clone();
+            async move { c.member_list(pb::MemberListRequest::default()).await }
+        })
+        .await
+        .into_inner();
+        let target = list
+            .members
+            .iter()
+            .find(|m| m.name == "n1")
+            .unwrap()
+            .clone();
+        let other = list
+            .members
+            .iter()
+            .find(|m| m.name == "n0")
+            .unwrap()
+            .clone();
+        let mut urls = target.peer_ur_ls.clone();
+        urls.push("http://127.0.0.1:1".into());
+        let updated = retry(|| {
+            let mut c = client.clone();
+            let request = pb::MemberUpdateRequest {
+                id: target.id,
+                peer_ur_ls: urls.clone(),
+            };
+            async move { c.member_update(request).await }
+        })
+        .await
+        .into_inner();
+        let after = updated.members.iter().find(|m| m.id == target.id).unwrap();
+        assert_eq!(after.peer_ur_ls, urls);
+        let err = client
+            .member_update(pb::MemberUpdateRequest {
+                id: target.id,
+                peer_ur_ls: other.peer_ur_ls.clone(),
+            })
+            .await
+            .unwrap_err();
+        assert_eq!(err.message(), "etcdserver: Peer URLs already exists");
+        let err = client
+            .member_update(pb::MemberUpdateRequest {
+                id: 12345,
+                peer_ur_ls: vec!["http://127.0.0.1:2".into()],
+            })
+            .await
+            .unwrap_err();
+        assert_eq!(err.code(), tonic::Code::NotFound);
+        // Still one healthy cluster.
+        let kv = KvClient::new(channel(&url).await);
+        put(&kv, "after-update", "v", 0).await;
+    });
+}

@@ -126,11 +126,56 @@ impl Cluster for Api {
 
     async fn member_update(
         &self,
-        _request: Request<pb::MemberUpdateRequest>,
+        request: Request<pb::MemberUpdateRequest>,
     ) -> Result<Response<pb::MemberUpdateResponse>, Status> {
-        Err(Status::unimplemented(
-            "concord: MemberUpdate (changing peer URLs) is not supported yet",
-        ))
+        let request = request.into_inner();
+        if request.peer_ur_ls.is_empty() {
+            return Err(Status::invalid_argument("etcdserver: no peer URLs given"));
+        }
+        for url in &request.peer_ur_ls {
+            crate::transport::url_to_addr(url)
+                .map_err(|e| Status::invalid_argument(format!("etcdserver: {e}")))?;
+        }
+        let is_learner = {
+            let members = self.shared.members.read().expect("lock");
+            let Some(member) = members.members.get(&request.id) else {
+                return Err(Status::not_found("etcdserver: member not found"));
+            };
+            let taken = members.members.values().any(|m| {
+                m.id != request.id && m.peer_urls.iter().any(|u| request.peer_ur_ls.contains(u))
+            });
+            if taken {
+                return Err(Status::failed_precondition(
+                    "etcdserver: Peer URLs already exists",
+                ));
+            }
+            member.is_learner
+        };
+        // Re-adding a member in its current role changes nothing in Raft's
+        // configuration; applying it replaces the peer URLs in the member
+        // table and re-points the transport (etcd's UpdateNode).
+        let context = ConfChangeContext {
+            name: String::new(),
+            peer_urls: request.peer_ur_ls.clone(),
+        };
+        let change = ConfChange {
+            kind: if is_learner {
+                ConfChangeKind::AddLearner
+            } else {
+                ConfChangeKind::AddVoter
+            },
+            node: NodeId(request.id),
+            context: Bytes::from(serde_json::to_vec(&context).expect("plain data")),
+        };
+        let members = self
+            .shared
+            .change_membership(change)
+            .await
+            .map_err(server_status)?;
+        Ok(Response::new(pb::MemberUpdateResponse {
+            header: Some(self.header(self.revision_now())),
+            members: members_to_pb(&members),
+        }))
     }
 
     async fn member_list(
