@@ -1,13 +1,74 @@
 //! `etcdserverpb.Cluster`: the member list and membership changes, which go
 //! through Raft as one-at-a-time configuration changes.
+//!
+//! Only the leader proposes a configuration change. A follower forwards
+//! MemberAdd/Remove/Update/Promote to the leader as a gRPC client of the
+//! leader's client URL (from the member table), marked with
+//! [`FORWARDED_METADATA`] so that a member that is not the leader any more
+//! refuses instead of forwarding again (no loops), then waits until its own
+//! member table shows the change, so a MemberList sent to it next sees it
+//! (etcd's follower also answers only once the change applied locally).
+//!
+//! ```text
+//!  client ─MemberAdd─▶ follower ─MemberAdd (forwarded)─▶ leader: conf change
+//!         ◀─members───  (waits until applied here)  ◀──members──
+//! ```
+//!
+//! Invariants:
+//! 1. The whole call, forwarding and retries included, is bounded by the
+//!    member's request timeout.
+//! 2. A call is retried (on a new leader) only when it surely did not reach
+//!    Raft: no leader known, the leader unreachable, or "not leader"
+//!    answers; a timeout after the proposal is returned as is, since the
+//!    change may still apply.
 
+use super::lease::FORWARDED_METADATA;
 use super::{server_status, Api};
 use crate::members::{member_id, ConfChangeContext, Members};
+use crate::replica::ServerError;
 use bytes::Bytes;
 use concord_etcd_proto::etcdserverpb as pb;
+use concord_etcd_proto::etcdserverpb::cluster_client::ClusterClient;
 use concord_etcd_proto::etcdserverpb::cluster_server::Cluster;
 use concord_raft::{ConfChange, ConfChangeKind, NodeId};
+use std::future::Future;
+use std::pin::Pin;
+use std::time::Duration;
+use tokio::time::Instant;
+use tonic::transport::Channel;
 use tonic::{Request, Response, Status};
+
+/// Pause between attempts to reach a leader.
+const LEADER_RETRY: Duration = Duration::from_millis(50);
+
+/// The message of a forwarded call that reached a member not leading.
+const NOT_LEADER: &str = "etcdserver: not leader";
+
+/// A call of the leader's Cluster service, boxed so the four RPCs share the
+/// forwarding loop.
+type LeaderCall<T> = Pin<Box<dyn Future<Output = Result<Response<T>, Status>> + Send>>;
+
+fn is_forwarded<T>(request: &Request<T>) -> bool {
+    request.metadata().get(FORWARDED_METADATA).is_some()
+}
+
+fn mark_forwarded<T>(message: T) -> Request<T> {
+    let mut request = Request::new(message);
+    request.metadata_mut().insert(
+        FORWARDED_METADATA,
+        tonic::metadata::MetadataValue::from_static("1"),
+    );
+    request
+}
+
+/// Whether a failed attempt surely did not reach Raft (invariant 2).
+fn retryable(status: &Status) -> bool {
+    let message = status.message();
+    message == NOT_LEADER
+        || message == ServerError::NoLeader.to_string()
+        || message == ServerError::LeaderChanged.to_string()
+        || (status.code() == tonic::Code::Unavailable && !message.starts_with("etcdserver:"))
+}
 
 fn members_to_pb(members: &Members) -> Vec<pb::Member> {
     members
@@ -23,7 +84,94 @@ fn members_to_pb(members: &Members) -> Vec<pb::Member> {
         .collect()
 }
 
+/// Where a membership change is carried out.
+enum Route {
+    /// This member leads: propose here.
+    Here,
+    /// Another member leads: call it.
+    Leader(ClusterClient<Channel>),
+}
+
 impl Api {
+    /// Carries out a membership change: proposed here when this member
+    /// leads, else forwarded to the leader (see the module doc); then waits
+    /// until the local member table satisfies `applied`.
+    async fn change_on_leader<T: Send + 'static>(
+        &self,
+        forwarded: bool,
+        change: ConfChange,
+        forward: impl Fn(ClusterClient<Channel>) -> LeaderCall<T>,
+        applied: impl Fn(&Members) -> bool,
+    ) -> Result<Members, Status> {
+        let deadline = Instant::now() + self.shared.request_timeout;
+        loop {
+            let error = match self.route(forwarded)? {
+                Some(Route::Here) => match self.shared.change_membership(change.clone()).await {
+                    Ok(members) => return Ok(members),
+                    Err(e) => server_status(e),
+                },
+                Some(Route::Leader(client)) => {
+                    let left = deadline.saturating_duration_since(Instant::now());
+                    match tokio::time::timeout(left, forward(client)).await {
+                        Ok(Ok(_)) => return self.wait_applied(deadline, applied).await,
+                        Ok(Err(status)) => status,
+                        Err(_) => return Err(server_status(ServerError::Timeout)),
+                    }
+                }
+                None => server_status(ServerError::NoLeader),
+            };
+            if !retryable(&error) || Instant::now() >= deadline {
+                return Err(error);
+            }
+            tokio::time::sleep(LEADER_RETRY).await;
+        }
+    }
+
+    /// Where a change goes now; `None` while no leader is known (or its
+    /// client URL is not published yet).
+    fn route(&self, forwarded: bool) -> Result<Option<Route>, Status> {
+        let Some(leader) = self.shared.leader() else {
+            return Ok(None);
+        };
+        if leader == self.shared.member_id {
+            return Ok(Some(Route::Here));
+        }
+        if forwarded {
+            // Invariant: a forwarded call is never forwarded again.
+            return Err(Status::unavailable(NOT_LEADER));
+        }
+        let url = self
+            .shared
+            .members
+            .read()
+            .expect("lock")
+            .members
+            .get(&leader)
+            .and_then(|m| m.client_urls.first().cloned());
+        let Some(url) = url else { return Ok(None) };
+        let channel = self.coordination.channel_to(&url)?;
+        Ok(Some(Route::Leader(ClusterClient::new(channel))))
+    }
+
+    /// Waits until the local member table satisfies `applied` (the change
+    /// the leader applied reached this member).
+    async fn wait_applied(
+        &self,
+        deadline: Instant,
+        applied: impl Fn(&Members) -> bool,
+    ) -> Result<Members, Status> {
+        loop {
+            let members = self.shared.members.read().expect("lock").clone();
+            if applied(&members) {
+                return Ok(members);
+            }
+            if Instant::now() >= deadline {
+                return Err(server_status(ServerError::Timeout));
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    }
+
     fn member_list_now(&self) -> Vec<pb::Member> {
         members_to_pb(&self.shared.members.read().expect("lock"))
     }
@@ -43,6 +191,7 @@ impl Cluster for Api {
         &self,
         request: Request<pb::MemberAddRequest>,
     ) -> Result<Response<pb::MemberAddResponse>, Status> {
+        let forwarded = is_forwarded(&request);
         let request = request.into_inner();
         if request.peer_ur_ls.is_empty() {
             return Err(Status::invalid_argument("etcdserver: no peer URLs given"));
@@ -80,10 +229,16 @@ impl Cluster for Api {
             context: Bytes::from(serde_json::to_vec(&context).expect("plain data")),
         };
         let members = self
-            .shared
-            .change_membership(change)
-            .await
-            .map_err(server_status)?;
+            .change_on_leader(
+                forwarded,
+                change,
+                |mut leader| {
+                    let request = mark_forwarded(request.clone());
+                    Box::pin(async move { leader.member_add(request).await })
+                },
+                |m| m.members.contains_key(&id),
+            )
+            .await?;
         let all = members_to_pb(&members);
         let added = all.iter().find(|m| m.id == id).cloned();
         Ok(Response::new(pb::MemberAddResponse {
@@ -97,6 +252,7 @@ impl Cluster for Api {
         &self,
         request: Request<pb::MemberRemoveRequest>,
     ) -> Result<Response<pb::MemberRemoveResponse>, Status> {
+        let forwarded = is_forwarded(&request);
         let id = request.into_inner().id;
         if !self
             .shared
@@ -114,10 +270,16 @@ impl Cluster for Api {
             context: Bytes::new(),
         };
         let members = self
-            .shared
-            .change_membership(change)
-            .await
-            .map_err(server_status)?;
+            .change_on_leader(
+                forwarded,
+                change,
+                |mut leader| {
+                    let request = mark_forwarded(pb::MemberRemoveRequest { id });
+                    Box::pin(async move { leader.member_remove(request).await })
+                },
+                |m| !m.members.contains_key(&id),
+            )
+            .await?;
         Ok(Response::new(pb::MemberRemoveResponse {
             header: Some(self.header(self.revision_now())),
             members: members_to_pb(&members),
@@ -128,6 +290,7 @@ impl Cluster for Api {
         &self,
         request: Request<pb::MemberUpdateRequest>,
     ) -> Result<Response<pb::MemberUpdateResponse>, Status> {
+        let forwarded = is_forwarded(&request);
         let request = request.into_inner();
         if request.peer_ur_ls.is_empty() {
             return Err(Status::invalid_argument("etcdserver: no peer URLs given"));
@@ -168,10 +331,20 @@ impl Cluster for Api {
             context: Bytes::from(serde_json::to_vec(&context).expect("plain data")),
         };
         let members = self
-            .shared
-            .change_membership(change)
-            .await
-            .map_err(server_status)?;
+            .change_on_leader(
+                forwarded,
+                change,
+                |mut leader| {
+                    let request = mark_forwarded(request.clone());
+                    Box::pin(async move { leader.member_update(request).await })
+                },
+                |m| {
+                    m.members
+                        .get(&request.id)
+                        .is_none_or(|member| member.peer_urls == request.peer_ur_ls)
+                },
+            )
+            .await?;
         Ok(Response::new(pb::MemberUpdateResponse {
             header: Some(self.header(self.revision_now())),
             members: members_to_pb(&members),
@@ -192,6 +365,7 @@ impl Cluster for Api {
         &self,
         request: Request<pb::MemberPromoteRequest>,
     ) -> Result<Response<pb::MemberPromoteResponse>, Status> {
+        let forwarded = is_forwarded(&request);
         let id = request.into_inner().id;
         let is_learner = {
             let members = self.shared.members.read().expect("lock");
@@ -211,10 +385,16 @@ impl Cluster for Api {
             context: Bytes::new(),
         };
         let members = self
-            .shared
-            .change_membership(change)
-            .await
-            .map_err(server_status)?;
+            .change_on_leader(
+                forwarded,
+                change,
+                |mut leader| {
+                    let request = mark_forwarded(pb::MemberPromoteRequest { id });
+                    Box::pin(async move { leader.member_promote(request).await })
+                },
+                |m| m.members.get(&id).is_none_or(|member| !member.is_learner),
+            )
+            .await?;
         Ok(Response::new(pb::MemberPromoteResponse {
             header: Some(self.header(self.revision_now())),
             members: members_to_pb(&members),

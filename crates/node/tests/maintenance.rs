@@ -1,0 +1,310 @@
+//! Cluster and Maintenance services of in-process members on loopback,
+//! through the generated tonic clients: membership changes sent to a
+//! follower (forwarded to the leader), and the NOSPACE alarm of the space
+//! quota (raise, refuse writes, serve reads, compact + defragment + disarm).
+
+use concord_etcd_proto::etcdserverpb as pb;
+use concord_etcd_proto::etcdserverpb::cluster_client::ClusterClient;
+use concord_etcd_proto::etcdserverpb::kv_client::KvClient;
+use concord_etcd_proto::etcdserverpb::lease_client::LeaseClient;
+use concord_etcd_proto::etcdserverpb::maintenance_client::MaintenanceClient;
+use concord_node::config::NodeConfig;
+use concord_node::node::{start, RunningNode};
+use std::future::Future;
+use std::time::{Duration, Instant};
+use tonic::transport::Channel;
+
+const TIMEOUT: Duration = Duration::from_secs(20);
+
+struct Cluster {
+    nodes: Vec<Option<RunningNode>>,
+    configs: Vec<NodeConfig>,
+    _dirs: Vec<tempfile::TempDir>,
+    urls: Vec<String>,
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+impl Cluster {
+    /// Starts `size` members; `tweak` adjusts every member's configuration.
+    fn start(size: usize, tweak: impl Fn(&mut NodeConfig)) -> Cluster {
+        let peers: Vec<String> = (0..size)
+            .map(|_| format!("http://127.0.0.1:{}", free_port()))
+            .collect();
+        let clients: Vec<String> = (0..size)
+            .map(|_| format!("http://127.0.0.1:{}", free_port()))
+            .collect();
+        let initial: Vec<(String, String)> = peers
+            .iter()
+            .enumerate()
+            .map(|(i, p)| (format!("n{i}"), p.clone()))
+            .collect();
+        let mut nodes = Vec::new();
+        let mut dirs = Vec::new();
+        let mut configs = Vec::new();
+        for i in 0..size {
+            let dir = tempfile::tempdir().unwrap();
+            let mut c = NodeConfig::single_default();
+            c.name = format!("n{i}");
+            c.data_dir = dir.path().to_path_buf();
+            c.listen_client_urls = vec![clients[i].clone()];
+            c.advertise_client_urls = vec![clients[i].clone()];
+            c.listen_peer_urls = vec![peers[i].clone()];
+            c.initial_advertise_peer_urls = vec![peers[i].clone()];
+            c.initial_cluster = initial.clone();
+            c.initial_cluster_token = "maintenance-test".into();
+            c.heartbeat_interval_ms = 20;
+            c.election_timeout_ms = 200;
+            tweak(&mut c);
+            nodes.push(Some(start(c.clone()).expect("member starts")));
+            configs.push(c);
+            dirs.push(dir);
+        }
+        Cluster {
+            nodes,
+            configs,
+            _dirs: dirs,
+            urls: clients,
+        }
+    }
+
+    fn leader(&self) -> usize {
+        let deadline = Instant::now() + TIMEOUT;
+        loop {
+            for (i, node) in self.nodes.iter().enumerate() {
+                if let Some(node) = node {
+                    if node.shared.leader() == Some(node.shared.member_id) {
+                        return i;
+                    }
+                }
+            }
+            assert!(Instant::now() < deadline, "no leader elected");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// A member that follows a known leader.
+    fn follower(&self) -> usize {
+        let leader = self.leader();
+        let deadline = Instant::now() + TIMEOUT;
+        loop {
+            for (i, node) in self.nodes.iter().enumerate() {
+                if let Some(node) = node {
+                    if i != leader
+                        && node
+                            .shared
+                            .leader()
+                            .is_some_and(|l| l != node.shared.member_id)
+                    {
+                        return i;
+                    }
+                }
+            }
+            assert!(Instant::now() < deadline, "no follower knows the leader");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    fn stop(&mut self, i: usize) {
+        if let Some(node) = self.nodes[i].take() {
+            node.shutdown().unwrap();
+        }
+    }
+
+    fn restart(&mut self, i: usize) {
+        assert!(self.nodes[i].is_none());
+        self.nodes[i] = Some(start(self.configs[i].clone()).expect("member restarts"));
+    }
+}
+
+impl Drop for Cluster {
+    fn drop(&mut self) {
+        for i in 0..self.nodes.len() {
+            self.stop(i);
+        }
+    }
+}
+
+fn run<F: Future>(f: F) -> F::Output {
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap()
+        .block_on(f)
+}
+
+fn channel(url: &str) -> Channel {
+    Channel::from_shared(url.to_string())
+        .unwrap()
+        .connect_lazy()
+}
+
+/// Retries `f` while the member answers Unavailable (no leader yet).
+async fn retry<T, F, Fut>(mut f: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = Result<T, tonic::Status>>,
+{
+    let deadline = Instant::now() + TIMEOUT;
+    loop {
+        match f().await {
+            Ok(v) => return v,
+            Err(s) if s.code() == tonic::Code::Unavailable && Instant::now() < deadline => {
+                tokio::time::sleep(Duration::from_millis(30)).await
+            }
+            Err(s) => panic!("call failed: {s:?}"),
+        }
+    }
+}
+
+async fn member_list(client: &ClusterClient<Channel>) -> Vec<pb::Member> {
+    retry(|| {
+        let mut c = client.clone();
+        async move { c.member_list(pb::MemberListRequest::default()).await }
+    })
+    .await
+    .into_inner()
+    .members
+}
+
+/// MemberAdd, MemberUpdate, MemberPromote and MemberRemove sent to a
+/// follower take effect (the follower forwards them to the leader), and the
+/// follower's own MemberList shows each change as soon as the call returns.
+#[test]
+fn membership_changes_sent_to_a_follower_are_forwarded() {
+    let cluster = Cluster::start(3, |_| {});
+    let follower = cluster.follower();
+    let url = cluster.urls[follower].clone();
+    let follower_id = cluster.nodes[follower].as_ref().unwrap().shared.member_id;
+    run(async move {
+        let client = ClusterClient::new(channel(&url));
+        let before = member_list(&client).await;
+        assert_eq!(before.len(), 3);
+
+        // A learner that never starts: harmless to quorum.
+        let learner_url = format!("http://127.0.0.1:{}", free_port());
+        let added = retry(|| {
+            let mut c = client.clone();
+            let request = pb::MemberAddRequest {
+                peer_ur_ls: vec![learner_url.clone()],
+                is_learner: true,
+            };
+            async move { c.member_add(request).await }
+        })
+        .await
+        .into_inner();
+        let new = added.member.expect("the added member");
+        assert!(new.is_learner);
+        assert_eq!(new.peer_ur_ls, vec![learner_url.clone()]);
+        assert_eq!(added.members.len(), 4);
+        let listed = member_list(&client).await;
+        assert!(
+            listed.iter().any(|m| m.id == new.id && m.is_learner),
+            "the follower's list lacks the learner right after MemberAdd: {listed:?}"
+        );
+
+        // Errors still come from the leader's checks, unchanged.
+        let err = client
+            .clone()
+            .member_add(pb::MemberAddRequest {
+                peer_ur_ls: vec![learner_url.clone()],
+                is_learner: true,
+            })
+            .await
+            .unwrap_err();
+        assert_eq!(err.message(), "etcdserver: Peer URLs already exists");
+
+        let moved = format!("http://127.0.0.1:{}", free_port());
+        retry(|| {
+            let mut c = client.clone();
+            let request = pb::MemberUpdateRequest {
+                id: new.id,
+                peer_ur_ls: vec![moved.clone()],
+            };
+            async move { c.member_update(request).await }
+        })
+        .await;
+        let listed = member_list(&client).await;
+        let m = listed.iter().find(|m| m.id == new.id).unwrap();
+        assert_eq!(m.peer_ur_ls, vec![moved.clone()]);
+
+        retry(|| {
+            let mut c = client.clone();
+            async move {
+                c.member_promote(pb::MemberPromoteRequest { id: new.id })
+                    .await
+            }
+        })
+        .await;
+        let listed = member_list(&client).await;
+        assert!(listed.iter().any(|m| m.id == new.id && !m.is_learner));
+
+        retry(|| {
+            let mut c = client.clone();
+            async move {
+                c.member_remove(pb::MemberRemoveRequest { id: new.id })
+                    .await
+            }
+        })
+        .await;
+        let listed = member_list(&client).await;
+        assert_eq!(listed.len(), 3, "{listed:?}");
+        assert!(listed.iter().any(|m| m.id == follower_id));
+
+        // The cluster still writes.
+        let mut kv = KvClient::new(channel(&url));
+        kv.put(pb::PutRequest {
+            key: b"after".to_vec(),
+            value: b"v".to_vec(),
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    });
+}
+
+/// A member without a leader answers a membership change with etcd's
+/// "no leader" once its request timeout passes, instead of hanging.
+#[test]
+fn membership_change_without_a_leader_fails_in_bounded_time() {
+    let mut cluster = Cluster::start(3, |_| {});
+    let leader = cluster.leader();
+    let lonely = (leader + 1) % 3;
+    let url = cluster.urls[lonely].clone();
+    for i in 0..3 {
+        if i != lonely {
+            cluster.stop(i);
+        }
+    }
+    let timeout = cluster.nodes[lonely]
+        .as_ref()
+        .unwrap()
+        .shared
+        .request_timeout;
+    run(async move {
+        let mut client = ClusterClient::new(channel(&url));
+        let started = Instant::now();
+        let err = client
+            .member_add(pb::MemberAddRequest {
+                peer_ur_ls: vec![format!("http://127.0.0.1:{}", free_port())],
+                is_learner: true,
+            })
+            .await
+            .unwrap_err();
+        let took = started.elapsed();
+        assert_eq!(err.code(), tonic::Code::Unavailable, "{err:?}");
+        assert!(
+            err.message() == "etcdserver: no leader"
+                || err.message() == "etcdserver: request timed out",
+            "{err:?}"
+        );
+        assert!(took < timeout + Duration::from_secs(3), "took {took:?}");
+    });
+}
