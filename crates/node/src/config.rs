@@ -19,9 +19,11 @@ pub enum ClusterState {
 pub const DEFAULT_HEARTBEAT_MS: u64 = 100;
 /// etcd's default election timeout (ms).
 pub const DEFAULT_ELECTION_MS: u64 = 1000;
-/// Applied entries between snapshots. etcd 3.4 uses 100,000; we snapshot
-/// more often because our snapshot is cheap and it bounds WAL replay time.
-pub const DEFAULT_SNAPSHOT_COUNT: u64 = 10_000;
+/// Applied entries between snapshots, etcd 3.4's default. A snapshot
+/// serializes the whole store, history included (about 370 MB at a million
+/// keys), so taking one every 10,000 entries cost more than the WAL replay
+/// it saves (restart time with a full WAL is measured in BENCHMARKS.md).
+pub const DEFAULT_SNAPSHOT_COUNT: u64 = 100_000;
 /// etcd's default backend quota (2 GiB).
 pub const DEFAULT_QUOTA_BACKEND_BYTES: u64 = 2 * 1024 * 1024 * 1024;
 

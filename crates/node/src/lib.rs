@@ -10,15 +10,18 @@
 #![forbid(unsafe_code)]
 
 pub mod admin;
+pub mod alarm;
 pub mod api;
 pub mod codec;
 pub mod config;
 pub mod envelope;
+pub mod inbox;
 pub mod lessor;
 pub mod members;
 pub mod node;
 pub mod replica;
 pub mod restore;
 pub mod sha256;
+pub mod snapshotter;
 pub mod transport;
 pub mod watch_hub;

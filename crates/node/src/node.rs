@@ -257,7 +257,7 @@ pub fn start(config: NodeConfig) -> Result<RunningNode, StartError> {
         }
     }
 
-    let (inbox_tx, inbox_rx) = crossbeam_channel::unbounded();
+    let (inbox_tx, inbox_rx) = crate::inbox::inbox();
     let is_learner = members
         .members
         .get(&identity.member_id)
@@ -319,6 +319,10 @@ pub fn start(config: NodeConfig) -> Result<RunningNode, StartError> {
             Duration::from_millis(config.election_timeout_ms),
         )),
     };
+    runtime.spawn(crate::alarm::watch_quota(
+        Arc::clone(&shared),
+        config.quota_backend_bytes,
+    ));
     let max_message = config.max_request_bytes + GRPC_OVERHEAD_BYTES;
     for listener in client_listeners {
         let api = api.clone();

@@ -24,8 +24,10 @@
 //!    than continuing with state that may have diverged.
 
 use crate::envelope::{Envelope, Payload};
+use crate::inbox::{InboxReceiver, InboxSender};
 use crate::lessor::{LeaseError, Lessor, LessorConfig, TimeToLive};
 use crate::members::{ConfChangeContext, Member, Members};
+use crate::snapshotter::{self, SnapshotEvent};
 use crate::transport::{Inbound, Transport};
 use bytes::Bytes;
 use concord_mvcc::{Command, CommandOutput, Event, MvccError, Store, StoreReader};
@@ -33,8 +35,7 @@ use concord_raft::{
     ConfChange, ConfChangeKind, Entry, EntryKind, LogIndex, NodeId, ProposeError, Raft, Ready,
     Snapshot,
 };
-use concord_storage::RaftStorage;
-use crossbeam_channel::{Receiver, RecvTimeoutError, Sender};
+use concord_storage::{RaftStorage, StorageError};
 use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -110,6 +111,16 @@ pub enum Request {
     },
     /// A question for the leader's lessor, answered without Raft.
     Lease(LeaseQuery),
+    /// Replicate and apply a payload other than a command (an alarm
+    /// change); answered once applied here.
+    ProposePayload {
+        /// What to replicate.
+        payload: Payload,
+        /// Answered once applied here.
+        reply: oneshot::Sender<Result<CommandOutput, ServerError>>,
+    },
+    /// A background snapshot thread finished a step.
+    Snapshot(SnapshotEvent),
     /// Stop the loop.
     Shutdown,
 }
@@ -158,7 +169,7 @@ pub struct Shared {
     /// Concurrent reads of the MVCC store.
     pub reader: StoreReader,
     /// The loop's inbox.
-    pub inbox: Sender<Request>,
+    pub inbox: InboxSender<Request>,
     /// Applied events, in revision order, for watchers. Sending never
     /// waits: a slow receiver lags and must re-read history. An empty batch
     /// is a gap marker (a snapshot was installed; its events were never
@@ -172,43 +183,38 @@ pub struct Shared {
 }
 
 impl Shared {
-    /// Proposes a command and waits for its result.
-    pub async fn propose(&self, command: Command) -> Result<CommandOutput, ServerError> {
+    /// Sends one request to the loop and waits, at most the request
+    /// timeout, for its answer.
+    async fn ask<T>(
+        &self,
+        request: impl FnOnce(oneshot::Sender<T>) -> Request,
+    ) -> Result<T, ServerError> {
         let (reply, rx) = oneshot::channel();
         self.inbox
-            .send(Request::Propose { command, reply })
+            .send(request(reply))
             .map_err(|_| ServerError::Stopped)?;
         match tokio::time::timeout(self.request_timeout, rx).await {
-            Ok(Ok(result)) => result,
+            Ok(Ok(answer)) => Ok(answer),
             Ok(Err(_)) => Err(ServerError::Stopped),
             Err(_) => Err(ServerError::Timeout),
         }
+    }
+
+    /// Proposes a command and waits for its result.
+    pub async fn propose(&self, command: Command) -> Result<CommandOutput, ServerError> {
+        self.ask(|reply| Request::Propose { command, reply })
+            .await?
     }
 
     /// Waits until a linearizable read may be served from the local store.
     pub async fn read_barrier(&self) -> Result<(), ServerError> {
-        let (reply, rx) = oneshot::channel();
-        self.inbox
-            .send(Request::Read { reply })
-            .map_err(|_| ServerError::Stopped)?;
-        match tokio::time::timeout(self.request_timeout, rx).await {
-            Ok(Ok(result)) => result,
-            Ok(Err(_)) => Err(ServerError::Stopped),
-            Err(_) => Err(ServerError::Timeout),
-        }
+        self.ask(|reply| Request::Read { reply }).await?
     }
 
     /// Proposes a membership change and waits until it is applied here.
     pub async fn change_membership(&self, change: ConfChange) -> Result<Members, ServerError> {
-        let (reply, rx) = oneshot::channel();
-        self.inbox
-            .send(Request::ConfChange { change, reply })
-            .map_err(|_| ServerError::Stopped)?;
-        match tokio::time::timeout(self.request_timeout, rx).await {
-            Ok(Ok(result)) => result,
-            Ok(Err(_)) => Err(ServerError::Stopped),
-            Err(_) => Err(ServerError::Timeout),
-        }
+        self.ask(|reply| Request::ConfChange { change, reply })
+            .await?
     }
 
     /// Asks this member's lessor (see [`LeaseQuery`]).
@@ -216,28 +222,13 @@ impl Shared {
         &self,
         query: impl FnOnce(oneshot::Sender<Result<T, LeaseError>>) -> LeaseQuery,
     ) -> Result<Result<T, LeaseError>, ServerError> {
-        let (reply, rx) = oneshot::channel();
-        self.inbox
-            .send(Request::Lease(query(reply)))
-            .map_err(|_| ServerError::Stopped)?;
-        match tokio::time::timeout(self.request_timeout, rx).await {
-            Ok(Ok(result)) => Ok(result),
-            Ok(Err(_)) => Err(ServerError::Stopped),
-            Err(_) => Err(ServerError::Timeout),
-        }
+        self.ask(|reply| Request::Lease(query(reply))).await
     }
 
     /// Starts a leadership transfer.
     pub async fn transfer_leader(&self, target: u64) -> Result<(), ServerError> {
-        let (reply, rx) = oneshot::channel();
-        self.inbox
-            .send(Request::TransferLeader { target, reply })
-            .map_err(|_| ServerError::Stopped)?;
-        match tokio::time::timeout(self.request_timeout, rx).await {
-            Ok(Ok(result)) => result,
-            Ok(Err(_)) => Err(ServerError::Stopped),
-            Err(_) => Err(ServerError::Timeout),
-        }
+        self.ask(|reply| Request::TransferLeader { target, reply })
+            .await?
     }
 
     /// Known leader, if any.
@@ -272,7 +263,7 @@ pub struct ReplicaParts {
     /// Shared state.
     pub shared: Arc<Shared>,
     /// The inbox.
-    pub inbox: Receiver<Request>,
+    pub inbox: InboxReceiver<Request>,
     /// Tick length.
     pub tick: Duration,
     /// Applied entries between snapshots.
@@ -292,7 +283,7 @@ pub struct Replica {
     members_path: PathBuf,
     transport: Arc<Transport>,
     shared: Arc<Shared>,
-    inbox: Receiver<Request>,
+    inbox: InboxReceiver<Request>,
     tick: Duration,
     snapshot_count: u64,
     client_urls: Vec<String>,
@@ -304,19 +295,20 @@ pub struct Replica {
     read_deadlines: VecDeque<(Instant, u64)>,
     reads_waiting_apply: BTreeMap<LogIndex, Vec<oneshot::Sender<Result<(), ServerError>>>>,
     last_snapshot_index: LogIndex,
+    snapshot_in_progress: bool,
     attributes_pending: bool,
     attributes_published: bool,
     lessor: Lessor,
 }
 
 /// Creates the snapshot payload: member table, then the store's own stream.
-pub(crate) fn encode_snapshot(members: &Members, store: &Store) -> Result<Bytes, MvccError> {
+pub(crate) fn encode_snapshot(members: &Members, store: &StoreReader) -> Result<Bytes, MvccError> {
     let members_json = serde_json::to_vec(members).expect("plain data serializes");
     let mut out = Vec::with_capacity(members_json.len() + 1024);
     out.push(SNAPSHOT_FORMAT_V1);
     out.extend_from_slice(&(members_json.len() as u32).to_le_bytes());
     out.extend_from_slice(&members_json);
-    store.reader().snapshot_to(&mut out)?;
+    store.snapshot_to(&mut out)?;
     Ok(Bytes::from(out))
 }
 
@@ -381,6 +373,7 @@ impl Replica {
             read_deadlines: VecDeque::new(),
             reads_waiting_apply: BTreeMap::new(),
             last_snapshot_index,
+            snapshot_in_progress: false,
             attributes_pending: false,
             attributes_published: false,
             lessor: Lessor::new(parts.lessor),
@@ -390,30 +383,16 @@ impl Replica {
     /// Runs until shutdown or a fatal error.
     pub fn run(mut self) -> Result<(), ReplicaError> {
         let mut next_tick = Instant::now() + self.tick;
-        let result = loop {
-            let now = Instant::now();
-            let wait = next_tick.saturating_duration_since(now);
-            match self.inbox.recv_timeout(wait) {
-                Ok(Request::Shutdown) => break Ok(()),
-                Ok(request) => {
-                    let mut stop = self.handle(request);
-                    let mut handled = 1;
-                    while !stop && handled < MAX_REQUESTS_PER_TURN {
-                        match self.inbox.try_recv() {
-                            Ok(Request::Shutdown) => stop = true,
-                            Ok(request) => {
-                                stop = self.handle(request);
-                                handled += 1;
-                            }
-                            Err(_) => break,
-                        }
-                    }
-                    if stop {
-                        break Ok(());
-                    }
+        let mut batch: Vec<Request> = Vec::new();
+        let result = 'turns: loop {
+            self.inbox
+                .recv_until(&mut batch, MAX_REQUESTS_PER_TURN, next_tick);
+            for request in batch.drain(..) {
+                match self.handle(request) {
+                    Ok(false) => {}
+                    Ok(true) => break 'turns Ok(()),
+                    Err(e) => break 'turns Err(e),
                 }
-                Err(RecvTimeoutError::Timeout) => {}
-                Err(RecvTimeoutError::Disconnected) => break Ok(()),
             }
             let now = Instant::now();
             if now >= next_tick {
@@ -443,15 +422,26 @@ impl Replica {
         result
     }
 
-    fn handle(&mut self, request: Request) -> bool {
+    /// Handles one request; `Ok(true)` means stop.
+    fn handle(&mut self, request: Request) -> Result<bool, ReplicaError> {
         match request {
-            Request::Shutdown => return true,
+            Request::Shutdown => return Ok(true),
+            Request::Snapshot(event) => self.on_snapshot_event(event)?,
             Request::Propose { command, reply } => {
                 let sequence = self.next_sequence();
                 let envelope = Envelope {
                     origin: self.shared.member_id,
                     sequence,
                     payload: Payload::Kv(command),
+                };
+                self.propose(envelope.encode(), sequence, Waiter::Command(reply));
+            }
+            Request::ProposePayload { payload, reply } => {
+                let sequence = self.next_sequence();
+                let envelope = Envelope {
+                    origin: self.shared.member_id,
+                    sequence,
+                    payload,
                 };
                 self.propose(envelope.encode(), sequence, Waiter::Command(reply));
             }
@@ -502,7 +492,7 @@ impl Replica {
                 let _ = reply.send(result);
             }
         }
-        false
+        Ok(false)
     }
 
     fn answer_lease(&mut self, query: LeaseQuery) {
@@ -715,7 +705,7 @@ impl Replica {
             }
         }
         self.release_reads();
-        self.maybe_snapshot()?;
+        self.maybe_snapshot();
         Ok(())
     }
 
@@ -784,6 +774,15 @@ impl Replica {
                                 }
                                 batch.push((index, Command::Noop));
                                 owners.push(None);
+                            }
+                            Payload::Alarm(change) => {
+                                if index > self.members.applied_index
+                                    && self.members.alarms.apply(&change)
+                                {
+                                    members_changed = true;
+                                }
+                                batch.push((index, Command::Noop));
+                                owners.push(owner);
                             }
                         }
                     }
@@ -907,28 +906,56 @@ impl Replica {
         Ok(())
     }
 
-    fn maybe_snapshot(&mut self) -> Result<(), ReplicaError> {
+    /// Starts a snapshot in the background when enough was applied since
+    /// the last one (see [`crate::snapshotter`]).
+    fn maybe_snapshot(&mut self) {
         let applied = LogIndex(self.store.applied_index());
-        if applied.0 < self.last_snapshot_index.0 + self.snapshot_count {
-            return Ok(());
+        if self.snapshot_in_progress
+            || applied.0 < self.last_snapshot_index.0 + self.snapshot_count
+            || applied > self.raft.log().applied()
+        {
+            return;
         }
-        if applied > self.raft.log().applied() {
-            return Ok(());
+        self.snapshot_in_progress = true;
+        snapshotter::spawn_encode(
+            applied,
+            self.members.clone(),
+            self.store.reader(),
+            self.shared.inbox.clone(),
+        );
+    }
+
+    fn on_snapshot_event(&mut self, event: SnapshotEvent) -> Result<(), ReplicaError> {
+        match event {
+            SnapshotEvent::Encoded { index, data } => {
+                let data = data.map_err(ReplicaError::Snapshot)?;
+                match self.raft.compact(index, data.clone()) {
+                    Ok(meta) if meta.index == index => snapshotter::spawn_write(
+                        self.storage.dir().to_path_buf(),
+                        Snapshot { meta, data },
+                        self.shared.inbox.clone(),
+                    ),
+                    // A snapshot from the leader overtook this one.
+                    _ => self.snapshot_in_progress = false,
+                }
+            }
+            SnapshotEvent::Written { file } => {
+                self.snapshot_in_progress = false;
+                let file = file.map_err(ReplicaError::Snapshot)?;
+                let index = file.index();
+                match self.storage.adopt_snapshot(file) {
+                    Ok(()) => {}
+                    Err(StorageError::StaleSnapshot { .. }) => return Ok(()),
+                    Err(e) => return Err(e.into()),
+                }
+                // The store's own durable point may lag; keep the WAL
+                // needed to replay from it.
+                self.store.flush()?;
+                let keep_from = LogIndex(self.store.durable_applied_index().min(index.0));
+                self.storage.compact(keep_from)?;
+                self.last_snapshot_index = self.last_snapshot_index.max(index);
+            }
         }
-        let data = encode_snapshot(&self.members, &self.store)?;
-        let Ok(meta) = self.raft.compact(applied, data.clone()) else {
-            return Ok(());
-        };
-        self.storage.save_snapshot(&Snapshot {
-            meta: meta.clone(),
-            data,
-        })?;
-        // The store's own durable point may lag; keep the WAL needed to
-        // replay from it.
-        self.store.flush()?;
-        let keep_from = LogIndex(self.store.durable_applied_index().min(meta.index.0));
-        self.storage.compact(keep_from)?;
-        self.last_snapshot_index = meta.index;
         Ok(())
     }
 }

@@ -115,7 +115,7 @@ pub fn restore(config: &NodeConfig, snapshot_file: &Path) -> Result<Restored, St
             term: Term(1),
             conf: ConfState::with_voters(voters),
         },
-        data: crate::replica::encode_snapshot(&members, &store)?,
+        data: crate::replica::encode_snapshot(&members, &store.reader())?,
     };
     let (mut storage, _) = RaftStorage::open(&member_dir.join("wal"), StorageOptions::default())?;
     storage.save_snapshot(&snapshot)?;

@@ -50,5 +50,5 @@ pub use record::{
     SEGMENT_HEADER_RECORD_BYTES,
 };
 pub use snapshot::SNAPSHOTS_KEPT;
-pub use storage::{RaftStorage, Recovered, RecoveryNote, StorageOptions};
+pub use storage::{RaftStorage, Recovered, RecoveryNote, SnapshotFile, StorageOptions};
 pub use wal::{SEGMENT_BYTES_DEFAULT, SEGMENT_BYTES_LIMIT, WRITE_FLUSH_BYTES_DEFAULT};

@@ -110,6 +110,18 @@ pub enum RecoveryNote {
     },
 }
 
+/// A durable snapshot file written by
+/// [`RaftStorage::write_snapshot_file`], waiting to be adopted.
+#[derive(Debug)]
+pub struct SnapshotFile(SnapFile);
+
+impl SnapshotFile {
+    /// The snapshot's last included index.
+    pub fn index(&self) -> LogIndex {
+        self.0.index
+    }
+}
+
 /// The durable state of one Raft member: a segmented write-ahead log of
 /// entries, the hard state, and snapshots, all in one directory.
 ///
@@ -424,7 +436,40 @@ impl RaftStorage {
     /// [`StorageError::Rejected`].
     pub fn save_snapshot(&mut self, snap: &Snapshot) -> Result<()> {
         self.check_poisoned()?;
-        let (index, term) = (snap.meta.index, snap.meta.term);
+        self.check_snapshot_point(snap.meta.index, snap.meta.term)?;
+        let saved = snapshot::save(&self.dir, snap);
+        let file = self.poison_on_err(saved)?;
+        self.adopt(file)
+    }
+
+    /// Writes a snapshot file durably into `dir` without touching any
+    /// storage: the slow half of [`save_snapshot`](Self::save_snapshot), for
+    /// a background thread (a large state machine must not stall the thread
+    /// that owns the log). Hand the result to
+    /// [`adopt_snapshot`](Self::adopt_snapshot). A file that is never adopted
+    /// is a valid snapshot that recovery may use; that is safe because its
+    /// state was applied (and so committed) before it was taken.
+    pub fn write_snapshot_file(dir: &Path, snap: &Snapshot) -> Result<SnapshotFile> {
+        snapshot::save(dir, snap).map(SnapshotFile)
+    }
+
+    /// Makes a file from [`write_snapshot_file`](Self::write_snapshot_file)
+    /// this storage's newest snapshot, exactly as
+    /// [`save_snapshot`](Self::save_snapshot) would have. A file that is no
+    /// longer newer than the stored snapshot (one arrived from the leader
+    /// meanwhile) is deleted and [`StorageError::StaleSnapshot`] returned;
+    /// nothing else changes and the storage stays usable.
+    pub fn adopt_snapshot(&mut self, file: SnapshotFile) -> Result<()> {
+        self.check_poisoned()?;
+        let file = file.0;
+        if let Err(e) = self.check_snapshot_point(file.index, file.term) {
+            let _ = fs::remove_file(&file.path);
+            return Err(e);
+        }
+        self.adopt(file)
+    }
+
+    fn check_snapshot_point(&self, index: LogIndex, term: Term) -> Result<()> {
         let (stored, _) = self.terms.base();
         if index <= stored {
             return Err(StorageError::StaleSnapshot {
@@ -440,9 +485,13 @@ impl RaftStorage {
                  commit {durable_commit}: discarding committed entries would break Raft"
             )));
         }
-        // Invariant 2: the file first, then the reset record that needs it.
-        let saved = snapshot::save(&self.dir, snap);
-        let file = self.poison_on_err(saved)?;
+        Ok(())
+    }
+
+    /// Invariant 2: the file is durable before the reset record that needs it.
+    fn adopt(&mut self, file: SnapFile) -> Result<()> {
+        let (index, term) = (file.index, file.term);
+        let continues_log = self.terms.term(index) == Some(term);
         self.snapshots.retain(|f| f.index < index);
         self.snapshots.push(file);
         if continues_log {

@@ -495,6 +495,35 @@ fn snapshots_keep_the_newest_two_and_open_returns_the_newest() {
 }
 
 #[test]
+fn a_snapshot_file_written_elsewhere_is_adopted_like_a_saved_one() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (mut s, _) = open(tmp.path());
+    s.append(&entries(1, 30, 1)).unwrap();
+    s.sync().unwrap();
+    // Written by another thread while the owner goes on appending.
+    let file = RaftStorage::write_snapshot_file(tmp.path(), &snapshot(20, 1)).unwrap();
+    assert_eq!(file.index(), LogIndex(20));
+    s.append(&entries(31, 40, 1)).unwrap();
+    s.adopt_snapshot(file).unwrap();
+    assert_eq!(s.snapshot_point(), (LogIndex(20), Term(1)));
+    // A file overtaken by a newer snapshot (one from the leader) is refused
+    // and deleted; the storage stays usable.
+    let late = RaftStorage::write_snapshot_file(tmp.path(), &snapshot(15, 1)).unwrap();
+    s.save_snapshot(&snapshot(25, 1)).unwrap();
+    assert!(matches!(
+        s.adopt_snapshot(late),
+        Err(StorageError::StaleSnapshot { .. })
+    ));
+    assert_eq!(files_with_suffix(tmp.path(), ".snap").len(), 2);
+    s.append(&entries(41, 41, 1)).unwrap();
+    s.sync().unwrap();
+    drop(s);
+    let (_, rec) = open(tmp.path());
+    assert_eq!(rec.snapshot, Some(snapshot(25, 1)));
+    assert_eq!(indexes(&rec.entries), (26..=41).collect::<Vec<_>>());
+}
+
+#[test]
 fn a_damaged_newest_snapshot_falls_back_to_the_older_one() {
     let tmp = tempfile::tempdir().unwrap();
     let (mut s, _) = open(tmp.path());

@@ -542,7 +542,7 @@ mod tests {
         store: Store,
         index: u64,
         api: Api,
-        _inbox: crossbeam_channel::Receiver<LoopRequest>,
+        _inbox: crate::inbox::InboxReceiver<LoopRequest>,
     }
 
     struct Client {
@@ -554,7 +554,7 @@ mod tests {
         fn new(channel_batches: usize) -> Harness {
             let dir = tempfile::tempdir().unwrap();
             let store = Store::open(dir.path().join("db"), StoreOptions::default()).unwrap();
-            let (inbox, inbox_rx) = crossbeam_channel::unbounded();
+            let (inbox, inbox_rx) = crate::inbox::inbox();
             let shared = Arc::new(Shared {
                 member_id: 7,
                 cluster_id: 9,
