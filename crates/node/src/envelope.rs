@@ -9,6 +9,7 @@
 //! 2. Decoding never panics; the leader decodes forwarded proposals before
 //!    proposing them so junk from a peer never enters the log.
 
+use crate::alarm::AlarmChange;
 use bytes::{BufMut, Bytes, BytesMut};
 use concord_mvcc::Command;
 
@@ -30,6 +31,8 @@ pub enum Payload {
         /// Client URLs it serves.
         client_urls: Vec<String>,
     },
+    /// Raise or clear an alarm (see [`crate::alarm`]).
+    Alarm(AlarmChange),
 }
 
 /// A decoded entry payload.
@@ -55,6 +58,9 @@ pub enum EnvelopeError {
     /// The member attributes could not be decoded.
     #[error("malformed member attributes: {0}")]
     Attributes(#[from] serde_json::Error),
+    /// The alarm change could not be decoded.
+    #[error("malformed alarm change")]
+    Alarm,
 }
 
 #[derive(serde::Serialize, serde::Deserialize)]
@@ -89,6 +95,10 @@ impl Envelope {
                 };
                 out.put_slice(&serde_json::to_vec(&wire).expect("plain struct serializes"));
             }
+            Payload::Alarm(change) => {
+                out.put_u8(3);
+                out.put_slice(&change.encode());
+            }
         }
         out.freeze()
     }
@@ -114,6 +124,7 @@ impl Envelope {
                     client_urls: wire.client_urls,
                 }
             }
+            3 => Payload::Alarm(AlarmChange::decode(body).ok_or(EnvelopeError::Alarm)?),
             _ => return Err(EnvelopeError::Malformed("unknown kind")),
         };
         Ok(Envelope {
@@ -150,6 +161,21 @@ mod tests {
         assert!(Envelope::decode(&[9u8; 30]).is_err());
         let mut bad = kv.encode().to_vec();
         bad[17] = 5;
+        assert!(Envelope::decode(&bad).is_err());
+        let alarm = Envelope {
+            origin: 3,
+            sequence: 4,
+            payload: Payload::Alarm(crate::alarm::AlarmChange {
+                action: crate::alarm::AlarmAction::Activate,
+                alarm: crate::alarm::Alarm {
+                    member_id: 3,
+                    kind: crate::alarm::AlarmKind::Nospace,
+                },
+            }),
+        };
+        assert_eq!(Envelope::decode(&alarm.encode()).unwrap(), alarm);
+        let mut bad = alarm.encode().to_vec();
+        bad.pop();
         assert!(Envelope::decode(&bad).is_err());
     }
 }

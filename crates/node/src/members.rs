@@ -46,6 +46,10 @@ pub struct Members {
     pub applied_index: u64,
     /// Members by id.
     pub members: BTreeMap<u64, Member>,
+    /// Active alarms (see [`crate::alarm`]); kept here so they are saved,
+    /// snapshotted and restored with the table.
+    #[serde(default, skip_serializing_if = "crate::alarm::Alarms::is_empty")]
+    pub alarms: crate::alarm::Alarms,
 }
 
 impl Members {

@@ -308,3 +308,238 @@ fn membership_change_without_a_leader_fails_in_bounded_time() {
         assert!(took < timeout + Duration::from_secs(3), "took {took:?}");
     });
 }
+
+const NO_SPACE: &str = "etcdserver: mvcc: database space exceeded";
+
+fn put_request(key: &str, value_bytes: usize) -> pb::PutRequest {
+    pb::PutRequest {
+        key: key.as_bytes().to_vec(),
+        value: vec![b'x'; value_bytes],
+        ..Default::default()
+    }
+}
+
+fn nospace(member_id: u64) -> pb::AlarmMember {
+    pb::AlarmMember {
+        member_id,
+        alarm: pb::AlarmType::Nospace as i32,
+    }
+}
+
+async fn alarm(
+    client: &MaintenanceClient<Channel>,
+    action: pb::alarm_request::AlarmAction,
+    member_id: u64,
+    kind: pb::AlarmType,
+) -> Vec<pb::AlarmMember> {
+    retry(|| {
+        let mut c = client.clone();
+        let request = pb::AlarmRequest {
+            action: action as i32,
+            member_id,
+            alarm: kind as i32,
+        };
+        async move { c.alarm(request).await }
+    })
+    .await
+    .into_inner()
+    .alarms
+}
+
+fn assert_no_space<T: std::fmt::Debug>(result: Result<T, tonic::Status>) {
+    let status = result.expect_err("refused while out of space");
+    assert_eq!(
+        (status.code(), status.message()),
+        (tonic::Code::ResourceExhausted, NO_SPACE),
+        "{status:?}"
+    );
+}
+
+/// Alarm ACTIVATE/DEACTIVATE/GET through a follower, with etcd's answers;
+/// while NOSPACE is active, puts, txns with puts and lease grants are
+/// refused everywhere and reads, deletes, read-only txns and compaction
+/// are served; the alarm survives a restart; disarming lets writes in.
+#[test]
+fn alarms_replicate_gate_writes_and_survive_restart() {
+    let mut cluster = Cluster::start(3, |_| {});
+    let follower = cluster.follower();
+    let urls = cluster.urls.clone();
+    let target = cluster.nodes[follower].as_ref().unwrap().shared.member_id;
+    use pb::alarm_request::AlarmAction::{Activate, Deactivate, Get};
+    run(async {
+        let maintenance = MaintenanceClient::new(channel(&urls[follower]));
+        assert!(alarm(&maintenance, Get, 0, pb::AlarmType::None)
+            .await
+            .is_empty());
+        assert_eq!(
+            alarm(&maintenance, Activate, target, pb::AlarmType::Nospace).await,
+            vec![nospace(target)]
+        );
+        for url in &urls {
+            let m = MaintenanceClient::new(channel(url));
+            assert_eq!(
+                alarm(&m, Get, 0, pb::AlarmType::None).await,
+                vec![nospace(target)]
+            );
+            assert!(alarm(&m, Get, 0, pb::AlarmType::Corrupt).await.is_empty());
+            let status = m
+                .clone()
+                .status(pb::StatusRequest {})
+                .await
+                .unwrap()
+                .into_inner();
+            assert_eq!(
+                status.errors,
+                vec![format!("memberID:{target} alarm:NOSPACE ")]
+            );
+        }
+        for url in &urls {
+            let mut kv = KvClient::new(channel(url));
+            // The alarm has applied on every member (GET above was linearizable
+            // and every member answered it), so every member refuses.
+            assert_no_space(kv.put(put_request("k", 10)).await);
+            assert_no_space(
+                kv.txn(pb::TxnRequest {
+                    success: vec![pb::RequestOp {
+                        request: Some(pb::request_op::Request::RequestPut(put_request("k", 1))),
+                    }],
+                    ..Default::default()
+                })
+                .await,
+            );
+            assert_no_space(
+                LeaseClient::new(channel(url))
+                    .lease_grant(pb::LeaseGrantRequest { ttl: 10, id: 0 })
+                    .await,
+            );
+            kv.range(pb::RangeRequest {
+                key: b"k".to_vec(),
+                ..Default::default()
+            })
+            .await
+            .expect("reads are served");
+            kv.delete_range(pb::DeleteRangeRequest {
+                key: b"k".to_vec(),
+                ..Default::default()
+            })
+            .await
+            .expect("deletes are served");
+            kv.txn(pb::TxnRequest {
+                success: vec![pb::RequestOp {
+                    request: Some(pb::request_op::Request::RequestDeleteRange(
+                        pb::DeleteRangeRequest {
+                            key: b"k".to_vec(),
+                            ..Default::default()
+                        },
+                    )),
+                }],
+                ..Default::default()
+            })
+            .await
+            .expect("txns without puts are served");
+        }
+    });
+    // The alarm is durable: a restarted member still refuses.
+    let other = (follower + 1) % 3;
+    cluster.stop(other);
+    cluster.restart(other);
+    run(async {
+        let maintenance = MaintenanceClient::new(channel(&urls[other]));
+        assert_eq!(
+            alarm(&maintenance, Get, 0, pb::AlarmType::None).await,
+            vec![nospace(target)]
+        );
+        let mut kv = KvClient::new(channel(&urls[other]));
+        assert_no_space(kv.put(put_request("k", 10)).await);
+        // Disarm (etcdctl alarm disarm: DEACTIVATE of each listed alarm).
+        assert_eq!(
+            alarm(&maintenance, Deactivate, target, pb::AlarmType::Nospace).await,
+            vec![nospace(target)]
+        );
+        assert!(
+            alarm(&maintenance, Deactivate, target, pb::AlarmType::Nospace)
+                .await
+                .is_empty()
+        );
+        assert!(alarm(&maintenance, Get, 0, pb::AlarmType::None)
+            .await
+            .is_empty());
+        retry(|| {
+            let mut kv = kv.clone();
+            async move { kv.put(put_request("k", 10)).await }
+        })
+        .await;
+    });
+}
+
+/// A small `--quota-backend-bytes`: puts go on until a member's backend
+/// passes the quota, then that member raises NOSPACE through Raft and
+/// writes are refused (bounded: the loop must end in a refusal), while
+/// reads are still served.
+#[test]
+fn space_quota_raises_nospace_and_refuses_writes() {
+    const QUOTA: u64 = 4 * 1024 * 1024;
+    let cluster = Cluster::start(3, |c| c.quota_backend_bytes = QUOTA);
+    let leader = cluster.leader();
+    let url = cluster.urls[leader].clone();
+    run(async move {
+        let mut kv = KvClient::new(channel(&url));
+        let maintenance = MaintenanceClient::new(channel(&url));
+        let before = maintenance
+            .clone()
+            .status(pb::StatusRequest {})
+            .await
+            .unwrap();
+        assert!(before.into_inner().errors.is_empty());
+        let mut accepted = 0;
+        let refused = loop {
+            assert!(
+                accepted < 2_000,
+                "no refusal after {accepted} puts of 64 KiB"
+            );
+            match kv
+                .put(put_request(&format!("big/{accepted}"), 64 * 1024))
+                .await
+            {
+                Ok(_) => accepted += 1,
+                Err(status) if status.code() == tonic::Code::Unavailable => {
+                    tokio::time::sleep(Duration::from_millis(30)).await
+                }
+                Err(status) => break status,
+            }
+        };
+        assert_eq!(
+            (refused.code(), refused.message()),
+            (tonic::Code::ResourceExhausted, NO_SPACE),
+            "after {accepted} puts"
+        );
+        let status = maintenance
+            .clone()
+            .status(pb::StatusRequest {})
+            .await
+            .unwrap()
+            .into_inner();
+        assert!(status.db_size as u64 > QUOTA, "{status:?}");
+        assert!(
+            status.errors.iter().any(|e| e.ends_with(" alarm:NOSPACE ")),
+            "{status:?}"
+        );
+        let alarms = alarm(
+            &maintenance,
+            pb::alarm_request::AlarmAction::Get,
+            0,
+            pb::AlarmType::Nospace,
+        )
+        .await;
+        assert!(!alarms.is_empty());
+        let read = kv
+            .range(pb::RangeRequest {
+                key: b"big/0".to_vec(),
+                ..Default::default()
+            })
+            .await
+            .expect("reads are served")
+            .into_inner();
+        assert_eq!(read.kvs.len(), 1);
+    });
+}

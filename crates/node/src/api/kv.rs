@@ -1,15 +1,40 @@
 //! `etcdserverpb.KV`: Range, Put, DeleteRange, Txn, Compact.
+//!
+//! While a NOSPACE alarm is active (see [`crate::alarm`]) Put and a Txn
+//! with a put in it are refused with etcd's `database space exceeded`;
+//! Range, DeleteRange, Compact and read-or-delete-only Txns are served.
 
 use super::convert::*;
 use super::{mvcc_status, server_status, Api};
 use concord_etcd_proto::etcdserverpb as pb;
 use concord_etcd_proto::etcdserverpb::kv_server::Kv;
 use concord_etcd_proto::prost::Message;
-use concord_mvcc::{check, Command, Response};
+use concord_mvcc::{check, Command, RequestOp, Response, TxnRequest};
 use tonic::{Request, Status};
 
 fn unexpected(what: &str) -> Status {
     Status::internal(format!("concord: unexpected response to {what}"))
+}
+
+/// Whether a Txn may allocate space: a put in either branch, at any depth
+/// (etcd 3.4 looks at the top level only; a nested put allocates too).
+fn txn_puts(txn: &TxnRequest) -> bool {
+    txn.success.iter().chain(&txn.failure).any(|op| match op {
+        RequestOp::Put(_) => true,
+        RequestOp::Txn(inner) => txn_puts(inner),
+        RequestOp::Range(_) | RequestOp::DeleteRange(_) => false,
+    })
+}
+
+impl Api {
+    /// Refuses a write that allocates space while a NOSPACE alarm is
+    /// active (etcd's capped applier; ResourceExhausted).
+    pub(crate) fn refuse_if_out_of_space(&self) -> Result<(), Status> {
+        if crate::alarm::out_of_space(&self.shared) {
+            return Err(Status::resource_exhausted(crate::alarm::NO_SPACE_MESSAGE));
+        }
+        Ok(())
+    }
 }
 
 #[tonic::async_trait]
@@ -42,6 +67,7 @@ impl Kv for Api {
         self.check_size(request.encoded_len())?;
         let put = put_from_pb(request);
         check::check_put(&put).map_err(|e| mvcc_status(&e))?;
+        self.refuse_if_out_of_space()?;
         let output = self
             .shared
             .propose(Command::Put(put))
@@ -86,6 +112,9 @@ impl Kv for Api {
         self.check_size(request.encoded_len())?;
         let txn = txn_from_pb(request)?;
         check::check_txn(&txn, self.max_txn_ops).map_err(|e| mvcc_status(&e))?;
+        if txn_puts(&txn) {
+            self.refuse_if_out_of_space()?;
+        }
         let output = self
             .shared
             .propose(Command::Txn(txn))

@@ -256,6 +256,7 @@ impl Lease for Api {
         request: Request<pb::LeaseGrantRequest>,
     ) -> Result<Response<pb::LeaseGrantResponse>, Status> {
         let request = request.into_inner();
+        self.refuse_if_out_of_space()?;
         if request.ttl > LEASE_TTL_MAX_SECS {
             return Err(super::mvcc_status(&MvccError::LeaseTtlTooLarge));
         }

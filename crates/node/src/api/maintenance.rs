@@ -1,8 +1,11 @@
-//! `etcdserverpb.Maintenance`: status, hashes, leadership moves. Snapshot
-//! streaming, defragmentation and space alarms are tracked in issue 5.
+//! `etcdserverpb.Maintenance`: status, hashes, leadership moves, alarms
+//! (see [`crate::alarm`]); snapshot streaming is in `snapshot.rs`.
 
 use super::{mvcc_status, server_status, Api, ETCD_API_VERSION};
+use crate::alarm::{self, Alarm, AlarmAction, AlarmChange, AlarmKind};
+use crate::replica::ServerError;
 use concord_etcd_proto::etcdserverpb as pb;
+use concord_etcd_proto::etcdserverpb::alarm_request::AlarmAction as PbAlarmAction;
 use concord_etcd_proto::etcdserverpb::maintenance_server::Maintenance;
 use std::pin::Pin;
 use std::sync::atomic::Ordering;
@@ -11,15 +14,60 @@ use tonic::{Request, Response, Status};
 
 #[tonic::async_trait]
 impl Maintenance for Api {
+    /// etcd 3.4 sends all three actions through Raft. GET here waits for a
+    /// read barrier instead (the same linearizable answer); ACTIVATE and
+    /// DEACTIVATE replicate an alarm change and answer once it applied here,
+    /// with the alarm (ACTIVATE) or the alarm if it was active (DEACTIVATE),
+    /// as etcd's applier does. An alarm type of NONE names no alarm: ACTIVATE
+    /// and DEACTIVATE of it change nothing and answer no alarm.
     async fn alarm(
         &self,
-        _request: Request<pb::AlarmRequest>,
+        request: Request<pb::AlarmRequest>,
     ) -> Result<Response<pb::AlarmResponse>, Status> {
-        // No alarm can be raised yet (the space quota is issue 5), so the
-        // list is truthfully empty and deactivation has nothing to clear.
+        let request = request.into_inner();
+        let kind = AlarmKind::from_etcd(request.alarm);
+        let action = PbAlarmAction::try_from(request.action)
+            .map_err(|_| Status::invalid_argument("etcdserver: unknown alarm action"))?;
+        let alarms = match (action, kind) {
+            (PbAlarmAction::Get, _) => {
+                self.shared.read_barrier().await.map_err(server_status)?;
+                self.shared.members.read().expect("lock").alarms.get(kind)
+            }
+            (_, None) => Vec::new(),
+            (PbAlarmAction::Activate | PbAlarmAction::Deactivate, Some(kind)) => {
+                let target = Alarm {
+                    member_id: request.member_id,
+                    kind,
+                };
+                let was_active = self
+                    .shared
+                    .members
+                    .read()
+                    .expect("lock")
+                    .alarms
+                    .contains(&target);
+                let action = if action == PbAlarmAction::Activate {
+                    AlarmAction::Activate
+                } else {
+                    AlarmAction::Deactivate
+                };
+                let change = AlarmChange {
+                    action,
+                    alarm: target,
+                };
+                alarm::propose_alarm(&self.shared, change)
+                    .await
+                    .map_err(server_status)?;
+                if action == AlarmAction::Activate || was_active {
+                    vec![target]
+                } else {
+                    Vec::new()
+                }
+            }
+        };
         Ok(Response::new(pb::AlarmResponse {
             header: Some(self.header(self.revision_now_or_zero())),
-            alarms: Vec::new(),
+            alarms: alarms.iter().map(alarm_to_pb).collect(),
         }))
     }
 
@@ -32,15 +80,31 @@ impl Maintenance for Api {
             .await
             .map_err(|_| Status::internal("concord: status task failed"))?
             .map_err(|e| mvcc_status(&e))? as i64;
+        let leader = self.shared.leader.load(Ordering::Acquire);
+        // etcd's Status errors: "no leader", then every active alarm.
+        let mut errors = Vec::new();
+        if leader == 0 {
+            errors.push(ServerError::NoLeader.to_string());
+        }
+        errors.extend(
+            self.shared
+                .members
+                .read()
+                .expect("lock")
+                .alarms
+                .get(None)
+                .iter()
+                .map(alarm::alarm_text),
+        );
         Ok(Response::new(pb::StatusResponse {
             header: Some(self.header(self.revision_now_or_zero())),
             version: ETCD_API_VERSION.to_string(),
             db_size,
-            leader: self.shared.leader.load(Ordering::Acquire),
+            leader,
             raft_index: self.shared.commit_index.load(Ordering::Acquire),
             raft_term: self.shared.term.load(Ordering::Acquire),
             raft_applied_index: self.shared.applied_index.load(Ordering::Acquire),
-            errors: Vec::new(),
+            errors,
             db_size_in_use: db_size,
             is_learner: self.shared.is_learner.load(Ordering::Acquire),
         }))
@@ -103,6 +167,13 @@ impl Maintenance for Api {
         Ok(Response::new(pb::MoveLeaderResponse {
             header: Some(self.header(self.revision_now_or_zero())),
         }))
+    }
+}
+
+fn alarm_to_pb(alarm: &Alarm) -> pb::AlarmMember {
+    pb::AlarmMember {
+        member_id: alarm.member_id,
+        alarm: alarm.kind.to_etcd(),
     }
 }
 
