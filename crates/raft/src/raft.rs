@@ -222,6 +222,13 @@ pub struct Raft {
     last_soft_state: SoftState,
     /// The newest local snapshot, kept to stream to lagging followers.
     snapshot: Option<Snapshot>,
+    /// The runtime took `snapshot.data` back (it keeps the durable file);
+    /// the metadata stays. See [`Raft::release_snapshot_data`].
+    snapshot_data_released: bool,
+    /// The data must be loaded: asked for in the next `Ready`.
+    snapshot_load: Option<LogIndex>,
+    /// Asked for and not yet provided (so it is asked for once).
+    snapshot_load_outstanding: bool,
     /// The snapshot each follower in `ReplicationState::Snapshot` is being
     /// sent, pinned when the stream starts: a compaction during the stream
     /// replaces `snapshot`, and restarting the stream on every compaction
@@ -289,6 +296,9 @@ impl Raft {
                 term: restored.hard_state.term,
             },
             snapshot: restored.snapshot,
+            snapshot_data_released: false,
+            snapshot_load: None,
+            snapshot_load_outstanding: false,
             outgoing_snapshots: BTreeMap::new(),
             incoming: None,
             snapshot_to_install: None,
@@ -609,11 +619,71 @@ impl Raft {
             conf: self.conf_at(index),
         };
         self.log.compact(meta.clone());
-        self.snapshot = Some(Snapshot {
+        self.set_snapshot(Snapshot {
             meta: meta.clone(),
             data,
         });
         Ok(meta)
+    }
+
+    fn set_snapshot(&mut self, snapshot: Snapshot) {
+        self.snapshot = Some(snapshot);
+        self.snapshot_data_released = false;
+        self.snapshot_load = None;
+        self.snapshot_load_outstanding = false;
+    }
+
+    /// Drops the core's copy of the newest local snapshot's data, which can
+    /// be as large as the whole state machine; its metadata stays. Streams
+    /// already under way keep their own reference until they end. When a
+    /// follower next needs the snapshot, a `Ready` asks for the data in
+    /// [`Ready::load_snapshot`] and the runtime must answer with
+    /// [`provide_snapshot_data`](Self::provide_snapshot_data) (or
+    /// [`snapshot_load_failed`](Self::snapshot_load_failed)). Call it only
+    /// once the snapshot is durable, so that it can be read back.
+    pub fn release_snapshot_data(&mut self) {
+        if let Some(snapshot) = &mut self.snapshot {
+            snapshot.data = Bytes::new();
+            self.snapshot_data_released = true;
+        }
+    }
+
+    /// The runtime loaded the data a `Ready` asked for. Data for any other
+    /// snapshot than the newest local one is ignored (it was replaced
+    /// meanwhile). Followers waiting for a snapshot are then sent it.
+    pub fn provide_snapshot_data(&mut self, index: LogIndex, data: Bytes) {
+        let Some(snapshot) = &mut self.snapshot else {
+            return;
+        };
+        if !self.snapshot_data_released || snapshot.meta.index != index {
+            return;
+        }
+        snapshot.data = data;
+        self.snapshot_data_released = false;
+        self.snapshot_load_outstanding = false;
+        if self.role == Role::Leader {
+            let peers: Vec<NodeId> = self
+                .progress
+                .keys()
+                .copied()
+                .filter(|&p| p != self.config.id)
+                .collect();
+            for peer in peers {
+                self.send_append(peer, true);
+            }
+        }
+    }
+
+    /// The runtime could not load the data a `Ready` asked for; the next
+    /// follower that needs the snapshot asks again.
+    pub fn snapshot_load_failed(&mut self, index: LogIndex) {
+        if self
+            .snapshot
+            .as_ref()
+            .is_some_and(|s| s.meta.index == index)
+        {
+            self.snapshot_load_outstanding = false;
+        }
     }
 
     /// The configuration in force after applying the log through `index`:
@@ -1278,6 +1348,15 @@ impl Raft {
             return;
         };
         let index = snapshot.meta.index;
+        if self.snapshot_data_released {
+            // The follower stays as it is; once the data is back,
+            // `provide_snapshot_data` starts its stream.
+            if !self.snapshot_load_outstanding {
+                self.snapshot_load = Some(index);
+                self.snapshot_load_outstanding = true;
+            }
+            return;
+        }
         let Some(progress) = self.progress.get_mut(&to) else {
             return;
         };
@@ -1496,7 +1575,7 @@ impl Raft {
             self.log.install_snapshot(snapshot.meta.clone());
             self.conf = snapshot.meta.conf.clone();
             self.pending_conf_index = snapshot.meta.index;
-            self.snapshot = Some(snapshot.clone());
+            self.set_snapshot(snapshot.clone());
             self.snapshot_to_install = Some(snapshot);
         }
         respond(self, total_bytes, true, false);
@@ -1723,6 +1802,7 @@ impl Raft {
             || self.log.has_unstable()
             || self.log.has_committed()
             || self.snapshot_to_install.is_some()
+            || self.snapshot_load.is_some()
             || !self.read_states.is_empty()
             || hard_state != self.last_hard_state
             || self.soft_state() != self.last_soft_state
@@ -1756,6 +1836,7 @@ impl Raft {
             self.last_hard_state = hard_state;
         }
         ready.snapshot = self.snapshot_to_install.take();
+        ready.load_snapshot = self.snapshot_load.take();
         ready.entries = self.log.take_unstable();
         ready.persist_marker = PersistMarker {
             last_entry: ready.entries.last().map(|e| (e.index, e.term)),

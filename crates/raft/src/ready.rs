@@ -13,7 +13,9 @@
 //!    `Raft::on_persisted` with [`Ready::persist_marker`];
 //! 4. apply the snapshot (if any) and then [`Ready::committed_entries`] to the
 //!    state machine, in order, and serve [`Ready::read_states`] once the
-//!    applied index reaches each read's index.
+//!    applied index reaches each read's index;
+//! 5. if [`Ready::load_snapshot`] is set, load that snapshot's data (the core
+//!    released it) whenever convenient and hand it back.
 //!
 //! Several `Ready`s may be in flight; they must be persisted in the order
 //! they were returned, and step 3 of a `Ready` waits for every earlier one
@@ -82,6 +84,11 @@ pub struct Ready {
     pub soft_state: Option<SoftState>,
     /// Pass to `Raft::on_persisted` after step 2.
     pub persist_marker: PersistMarker,
+    /// The core released the data of its local snapshot at this index
+    /// (`Raft::release_snapshot_data`) and a follower needs it: read it back
+    /// from disk, at any time and on any thread, and hand it to
+    /// `Raft::provide_snapshot_data` (or `Raft::snapshot_load_failed`).
+    pub load_snapshot: Option<LogIndex>,
 }
 
 impl Ready {

@@ -347,6 +347,43 @@ fn snapshot_7_a_lagging_follower_installs_a_streamed_snapshot() {
     );
 }
 
+/// The runtime may take the snapshot's data back (it can be as large as the
+/// state machine); the core asks for it again only when a follower needs it.
+#[test]
+fn snapshot_7_released_data_is_loaded_back_when_a_follower_needs_it() {
+    let mut c = Cluster::with_config(3, |cfg| cfg.snapshot_chunk_bytes = 4);
+    assert!(c.elect(1));
+    c.isolate(3);
+    for _ in 0..5 {
+        c.propose(1, b"cmd");
+    }
+    let at = c.compact(1, b"state-machine-bytes");
+    c.node_mut(1).release_snapshot_data();
+    c.tick_all(3);
+    assert!(
+        c.stores[&id(1)].snapshot_loads.is_empty(),
+        "nobody needs the snapshot yet"
+    );
+    // The first need fails to load; the next one asks again.
+    c.stores.get_mut(&id(1)).unwrap().fail_snapshot_loads = true;
+    c.heal();
+    c.tick_all(3);
+    assert!(c.stores[&id(3)].installed.is_empty());
+    let failed = c.stores[&id(1)].snapshot_loads.len();
+    assert!(failed >= 1, "the core asked for the data");
+    c.stores.get_mut(&id(1)).unwrap().fail_snapshot_loads = false;
+    c.tick_all(10);
+    let loads = &c.stores[&id(1)].snapshot_loads;
+    assert_eq!(loads.len(), failed + 1, "one successful load: {loads:?}");
+    assert!(loads.iter().all(|&i| i == at));
+    let installed = &c.stores[&id(3)].installed;
+    assert_eq!(installed.len(), 1);
+    assert_eq!(&installed[0].data[..], b"state-machine-bytes");
+    let index = c.propose(1, b"after");
+    c.tick_all(1);
+    assert_eq!(c.applied(3).last(), Some(&index));
+}
+
 // --------------------------------------------- regressions from the simulator
 
 /// Bug: a follower being streamed snapshot A stalled for good once the

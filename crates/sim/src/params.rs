@@ -73,6 +73,10 @@ pub struct Params {
     pub sm_checkpoint: f64,
     /// Compact once this many entries were applied since the last snapshot.
     pub compact_every_entries: u64,
+    /// Whether nodes hand the snapshot data back to the runtime once it is
+    /// durable (`Raft::release_snapshot_data`) and load it from "disk", after
+    /// an fsync-like delay, when a follower needs it.
+    pub release_snapshot_data: bool,
     /// Snapshot chunk size (small so snapshots stream in many chunks).
     pub snapshot_chunk_bytes: usize,
     /// Append pipeline depth per follower.
@@ -145,6 +149,7 @@ impl Params {
             torn_write: rng.gen_range(0.0..1.0),
             sm_checkpoint: rng.gen_range(0.05..1.0),
             compact_every_entries: rng.gen_range(3..60),
+            release_snapshot_data: false,
             snapshot_chunk_bytes: rng.gen_range(16..1024),
             max_inflight_appends: rng.gen_range(1..=16),
             max_append_bytes: rng.gen_range(1..4096),
@@ -163,6 +168,7 @@ impl Params {
             liveness_us: 2_500_000,
         };
         params.lease_reads = params.check_quorum && rng.gen_bool(0.3);
+        params.release_snapshot_data = rng.gen_bool(0.5);
         params
     }
 
@@ -199,9 +205,10 @@ impl fmt::Display for Params {
         )?;
         writeln!(
             f,
-            "raft: election_ticks={:?} compact_every={} chunk_bytes={} inflight={} append_bytes={} pre_vote={} check_quorum={}",
+            "raft: election_ticks={:?} compact_every={} release_snapshot_data={} chunk_bytes={} inflight={} append_bytes={} pre_vote={} check_quorum={}",
             self.election_ticks,
             self.compact_every_entries,
+            self.release_snapshot_data,
             self.snapshot_chunk_bytes,
             self.max_inflight_appends,
             self.max_append_bytes,

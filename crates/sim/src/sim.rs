@@ -149,6 +149,8 @@ pub struct Stats {
     pub compactions: u64,
     /// Snapshots installed from a leader.
     pub snapshots_installed: u64,
+    /// Snapshot data loaded back from "disk" for a follower.
+    pub snapshot_loads: u64,
     /// Highest commit index reached.
     pub max_commit: u64,
 }
@@ -171,6 +173,7 @@ impl Stats {
         self.reads_without_round_trip += o.reads_without_round_trip;
         self.compactions += o.compactions;
         self.snapshots_installed += o.snapshots_installed;
+        self.snapshot_loads += o.snapshot_loads;
         self.max_commit += o.max_commit;
     }
 }
@@ -221,6 +224,7 @@ enum EventKind {
     Tick(usize, u64),
     Deliver(Message),
     FsyncDone(usize, u64),
+    SnapshotLoaded(usize, u64, LogIndex),
     Crash,
     Restart(usize),
     Partition,
@@ -502,6 +506,24 @@ impl Sim {
                     self.fsync_done(n);
                 }
             }
+            EventKind::SnapshotLoaded(n, epoch, index) => {
+                if self.nodes[n].disk.epoch != epoch {
+                    return;
+                }
+                let node = &mut self.nodes[n];
+                let Some(raft) = node.raft.as_mut() else {
+                    return;
+                };
+                match &node.disk.durable.snapshot {
+                    Some(snap) if snap.meta.index == index => {
+                        raft.provide_snapshot_data(index, snap.data.clone());
+                        self.stats.snapshot_loads += 1;
+                    }
+                    _ => raft.snapshot_load_failed(index),
+                }
+                self.log(|| format!("{} loaded snapshot {index}", node_id(n)));
+                self.drain(n);
+            }
             EventKind::Crash => {
                 if self.phase == Phase::Safety {
                     let up: Vec<usize> = (0..self.nodes.len())
@@ -631,6 +653,9 @@ impl Sim {
             applied: sm.applied,
         };
         let mut raft = Raft::new(config, restored).expect("simulator config is valid");
+        if self.params.release_snapshot_data {
+            raft.release_snapshot_data();
+        }
         if let Some(hook) = self.options.on_raft_created {
             hook(&mut raft);
         }
@@ -836,6 +861,11 @@ impl Sim {
                 raft.on_persisted(write.marker);
             }
         }
+        if let Some(index) = ready.load_snapshot {
+            let d = self.uniform(self.params.fsync_us);
+            let epoch = self.nodes[n].disk.epoch;
+            self.schedule(d, EventKind::SnapshotLoaded(n, epoch, index));
+        }
         // Step 4: apply (these entries are durable already).
         for entry in &ready.committed_entries {
             let write = self.nodes[n].sm.apply(entry);
@@ -909,6 +939,9 @@ impl Sim {
         match raft.compact(applied, data.clone()) {
             Ok(meta) => {
                 node.disk.durable.compact(Snapshot { meta, data });
+                if self.params.release_snapshot_data {
+                    raft.release_snapshot_data();
+                }
                 node.last_snapshot = applied;
                 self.stats.compactions += 1;
             }
@@ -993,8 +1026,12 @@ impl Sim {
             for m in write.after_persist {
                 self.send(m);
             }
+            let release = write.snapshot.is_some() && self.params.release_snapshot_data;
             if let Some(raft) = self.nodes[n].raft.as_mut() {
                 raft.on_persisted(write.marker);
+                if release {
+                    raft.release_snapshot_data();
+                }
             }
         }
         self.maybe_start_fsync(n);

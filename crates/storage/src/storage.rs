@@ -532,6 +532,30 @@ impl RaftStorage {
         self.poison_on_err(compacted)
     }
 
+    /// The file holding the kept snapshot at `index`, if any: read it with
+    /// [`read_snapshot_file`](Self::read_snapshot_file), on any thread.
+    pub fn snapshot_path(&self, index: LogIndex) -> Option<PathBuf> {
+        self.snapshots
+            .iter()
+            .find(|f| f.index == index)
+            .map(|f| f.path.clone())
+    }
+
+    /// Reads and validates a snapshot file (checksums, and the name against
+    /// the contents). A file deleted meanwhile (a newer snapshot replaced
+    /// it) is an I/O error like any other.
+    pub fn read_snapshot_file(path: &Path) -> Result<Snapshot> {
+        let name = path.file_name().and_then(|n| n.to_str()).unwrap_or("");
+        let Some((index, term)) = snapshot::parse_name(name) else {
+            return Err(StorageError::corrupt(path, 0, "not a snapshot file name"));
+        };
+        snapshot::load(&SnapFile {
+            index,
+            term,
+            path: path.to_path_buf(),
+        })
+    }
+
     /// Indexes of the snapshot files kept, oldest first.
     pub fn snapshot_indexes(&self) -> Vec<LogIndex> {
         self.snapshots.iter().map(|f| f.index).collect()

@@ -518,9 +518,16 @@ fn a_snapshot_file_written_elsewhere_is_adopted_like_a_saved_one() {
     s.append(&entries(41, 41, 1)).unwrap();
     s.sync().unwrap();
     drop(s);
-    let (_, rec) = open(tmp.path());
+    let (s, rec) = open(tmp.path());
     assert_eq!(rec.snapshot, Some(snapshot(25, 1)));
     assert_eq!(indexes(&rec.entries), (26..=41).collect::<Vec<_>>());
+    // Read back by index, from any thread (the runtime's lazy load).
+    let path = s.snapshot_path(LogIndex(25)).unwrap();
+    assert_eq!(
+        RaftStorage::read_snapshot_file(&path).unwrap(),
+        snapshot(25, 1)
+    );
+    assert_eq!(s.snapshot_path(LogIndex(15)), None);
 }
 
 #[test]

@@ -33,6 +33,10 @@ pub struct Store {
     pub applied: Vec<Entry>,
     pub installed: Vec<Snapshot>,
     pub read_states: Vec<(u64, Option<LogIndex>)>,
+    /// Snapshot loads the core asked for (`Ready::load_snapshot`).
+    pub snapshot_loads: Vec<LogIndex>,
+    /// Answer loads with `snapshot_load_failed` instead of the data.
+    pub fail_snapshot_loads: bool,
 }
 
 /// Sees every message before delivery; may edit it; returns false to drop.
@@ -157,6 +161,15 @@ impl Cluster {
                 store
                     .read_states
                     .extend(ready.read_states.iter().map(|r| (r.context, r.index)));
+                if let Some(index) = ready.load_snapshot {
+                    store.snapshot_loads.push(index);
+                    match &store.snapshot {
+                        Some(snap) if !store.fail_snapshot_loads => {
+                            raft.provide_snapshot_data(index, snap.data.clone())
+                        }
+                        _ => raft.snapshot_load_failed(index),
+                    }
+                }
             }
         }
         any
