@@ -1,8 +1,11 @@
 //! The write path: applying commands inside one redb write transaction.
 //!
-//! An [`Applier`] holds the open tables of the batch's write transaction and
-//! the store revision as it advances command by command. Each command runs
-//! in two phases:
+//! An [`Applier`] holds the open tables of the batch's write transaction,
+//! the published key index (read-only) with the batch's own index entries
+//! on top (its `overlay`), and the store revision as it advances command by
+//! command. The overlay and a pending index compaction are handed back to
+//! the store, which publishes them only after the transaction committed.
+//! Each command runs in two phases:
 //!
 //! ```text
 //!   validate (reads only)          mutate (writes)
@@ -22,7 +25,12 @@
 //!    the pre-transaction state, and `check_txn_intervals` forbids two writes
 //!    to one key, so no op can fail once the checks passed. If one does
 //!    anyway, that is a bug and the batch fails as a whole.
-//! 3. Every write keeps the schema invariants of `schema.rs`.
+//! 3. Every write to `revs` has its entry in the overlay (index invariant
+//!    1 once published), and keeps the schema invariants of `schema.rs`.
+//! 4. Compaction deletes its records from `revs` at once but leaves the
+//!    index entries until publication; the batch's later reads are at
+//!    revisions `>=` the compacted one, which never need them (index
+//!    invariant 3).
 
 use std::ops::Bound;
 
@@ -31,10 +39,11 @@ use redb::{ReadableTable, Table, WriteTransaction};
 use crate::check::check_txn_intervals;
 use crate::command::{Command, Response};
 use crate::error::MvccError;
-use crate::read::{KeyRange, View};
+use crate::index::{self, IndexView, KeyRange, Keys, Layered, Rev};
+use crate::read::{plan_range, with_record};
 use crate::schema::{
-    HistKey, Record, CURRENT, HISTORY, LEASES, LEASE_KEYS, META, META_APPLIED_INDEX,
-    META_COMPACT_REVISION, META_REVISION, REVLOG,
+    Record, RevKey, LEASES, LEASE_KEYS, META, META_APPLIED_INDEX, META_COMPACT_REVISION,
+    META_REVISION, REVS,
 };
 use crate::types::{
     CompactionResponse, DeleteRangeRequest, DeleteRangeResponse, Event, EventKind, KeyValue,
@@ -44,10 +53,6 @@ use crate::types::{
 
 /// etcd's `MaxLeaseTTL` (lease/lessor.go): 9,000,000,000 seconds.
 pub const LEASE_TTL_MAX_SECS: i64 = 9_000_000_000;
-
-/// Revisions compacted per chunk: compaction reads a chunk of the revision
-/// log, then deletes, so its memory stays bounded whatever the range.
-const COMPACT_CHUNK_REVISIONS: usize = 4096;
 
 /// How a command failed.
 pub(crate) enum Fail {
@@ -107,17 +112,29 @@ impl Writes {
     }
 }
 
-/// A [`View`] over the tables of the batch's write transaction.
-type WriteView<'a, 't> =
-    View<'a, Table<'t, &'static [u8], &'static [u8]>, Table<'t, HistKey<'static>, &'static [u8]>>;
+/// What a batch leaves for the store to publish once it committed.
+pub(crate) struct Outcome {
+    /// Index entries of the batch's writes.
+    pub overlay: Keys,
+    /// The index must be compacted at this revision (after the overlay is
+    /// merged).
+    pub compact_to: Option<i64>,
+    /// Store revision after the batch.
+    pub revision: i64,
+    /// Compacted revision after the batch.
+    pub compacted: i64,
+}
 
 /// The open tables of a batch and the state that advances through it.
-pub(crate) struct Applier<'t> {
-    current: Table<'t, &'static [u8], &'static [u8]>,
-    history: Table<'t, HistKey<'static>, &'static [u8]>,
-    revlog: Table<'t, (i64, u32), &'static [u8]>,
+pub(crate) struct Applier<'t, 'i> {
+    revs: Table<'t, RevKey, &'static [u8]>,
     leases: Table<'t, i64, (i64, i64)>,
     lease_keys: Table<'t, (i64, &'static [u8]), ()>,
+    /// The published index (what committed before this batch).
+    base: &'i Keys,
+    /// Index entries of this batch's writes.
+    overlay: Keys,
+    compact_to: Option<i64>,
     /// Store revision after the commands applied so far.
     pub revision: i64,
     /// Compacted revision after the commands applied so far.
@@ -126,19 +143,21 @@ pub(crate) struct Applier<'t> {
     buf: Vec<u8>,
 }
 
-impl<'t> Applier<'t> {
+impl<'t, 'i> Applier<'t, 'i> {
     /// Opens the tables of `txn`.
     pub fn new(
         txn: &'t WriteTransaction,
+        base: &'i Keys,
         revision: i64,
         compacted: i64,
     ) -> Result<Self, MvccError> {
         Ok(Applier {
-            current: txn.open_table(CURRENT)?,
-            history: txn.open_table(HISTORY)?,
-            revlog: txn.open_table(REVLOG)?,
+            revs: txn.open_table(REVS)?,
             leases: txn.open_table(LEASES)?,
             lease_keys: txn.open_table(LEASE_KEYS)?,
+            base,
+            overlay: Keys::new(),
+            compact_to: None,
             revision,
             compacted,
             buf: Vec::new(),
@@ -157,12 +176,20 @@ impl<'t> Applier<'t> {
         Ok(())
     }
 
-    fn view(&self, revision: i64) -> WriteView<'_, 't> {
-        View {
-            current: &self.current,
-            history: &self.history,
-            revision,
+    /// Closes the tables and hands over what the store publishes.
+    pub fn finish(self) -> Outcome {
+        Outcome {
+            overlay: self.overlay,
+            compact_to: self.compact_to,
+            revision: self.revision,
             compacted: self.compacted,
+        }
+    }
+
+    fn view(&self) -> Layered<'_> {
+        Layered {
+            base: self.base,
+            overlay: &self.overlay,
         }
     }
 
@@ -170,9 +197,10 @@ impl<'t> Applier<'t> {
         Ok(self.leases.get(id)?.is_some())
     }
 
+    /// The live version of `key`, with its value.
     fn live(&self, key: &[u8]) -> Result<Option<KeyValue>, MvccError> {
-        match self.current.get(key)? {
-            Some(v) => Ok(Some(Record::decode(v.value())?.to_kv(key, true))),
+        match self.view().live_at(key, i64::MAX) {
+            Some(rev) => Ok(Some(with_record(&self.revs, rev, |r| Ok(r.to_kv(true)))?)),
             None => Ok(None),
         }
     }
@@ -251,7 +279,8 @@ impl<'t> Applier<'t> {
         if req.lease != 0 && !self.lease_exists(req.lease)? {
             return Err(Fail::Request(MvccError::LeaseNotFound));
         }
-        if (req.ignore_value || req.ignore_lease) && self.current.get(req.key.as_slice())?.is_none()
+        if (req.ignore_value || req.ignore_lease)
+            && self.view().live_at(&req.key, i64::MAX).is_none()
         {
             return Err(Fail::Request(MvccError::KeyNotFound));
         }
@@ -279,6 +308,27 @@ impl<'t> Applier<'t> {
         })
     }
 
+    /// Stores a record at the next sub-revision of `w` and indexes it.
+    fn write_record(&mut self, w: &mut Writes, record: &Record<'_>) -> Result<(), MvccError> {
+        record.encode_into(&mut self.buf);
+        self.revs
+            .insert((record.mod_main, record.mod_sub), self.buf.as_slice())?;
+        index::push(
+            &mut self.overlay,
+            record.key,
+            Rev {
+                main: record.mod_main,
+                sub: record.mod_sub,
+                tombstone: record.tombstone,
+            },
+        );
+        w.sub = w
+            .sub
+            .checked_add(1)
+            .ok_or_else(|| MvccError::Invariant("sub-revision overflow".into()))?;
+        Ok(())
+    }
+
     /// etcd's `storeTxnWrite.put`.
     fn write_put(
         &mut self,
@@ -289,7 +339,6 @@ impl<'t> Applier<'t> {
         prev: Option<KeyValue>,
     ) -> Result<(), MvccError> {
         let main = w.begin + 1;
-        let sub = w.sub;
         let (create, version) = match &prev {
             Some(p) => (p.create_revision, p.version + 1),
             None => (main, 1),
@@ -297,28 +346,26 @@ impl<'t> Applier<'t> {
         let record = Record {
             tombstone: false,
             mod_main: main,
-            mod_sub: sub,
+            mod_sub: w.sub,
             create,
             version,
             lease,
+            key,
             value,
         };
-        record.encode_into(&mut self.buf);
-        self.current.insert(key, self.buf.as_slice())?;
-        self.history.insert((key, main, sub), self.buf.as_slice())?;
-        self.revlog.insert((main, sub), key)?;
-        if let Some(old) = prev.as_ref().map(|p| p.lease).filter(|&l| l != 0) {
-            self.lease_keys.remove((old, key))?;
+        self.write_record(w, &record)?;
+        let old = prev.as_ref().map_or(0, |p| p.lease);
+        if old != lease {
+            if old != 0 {
+                self.lease_keys.remove((old, key))?;
+            }
+            if lease != 0 {
+                self.lease_keys.insert((lease, key), ())?;
+            }
         }
-        if lease != 0 {
-            self.lease_keys.insert((lease, key), ())?;
-        }
-        w.sub = sub
-            .checked_add(1)
-            .ok_or_else(|| MvccError::Invariant("sub-revision overflow".into()))?;
         w.events.push(Event {
             kind: EventKind::Put,
-            kv: record.to_kv(key, true),
+            kv: record.to_kv(true),
             prev_kv: prev,
         });
         Ok(())
@@ -327,27 +374,21 @@ impl<'t> Applier<'t> {
     /// etcd's `storeTxnWrite.delete` of one live key.
     fn write_delete(&mut self, w: &mut Writes, prev: KeyValue) -> Result<(), MvccError> {
         let main = w.begin + 1;
-        let sub = w.sub;
         let key = prev.key.as_slice();
         let record = Record {
             tombstone: true,
             mod_main: main,
-            mod_sub: sub,
+            mod_sub: w.sub,
             create: 0,
             version: 0,
             lease: 0,
+            key,
             value: &[],
         };
-        record.encode_into(&mut self.buf);
-        self.history.insert((key, main, sub), self.buf.as_slice())?;
-        self.revlog.insert((main, sub), key)?;
-        self.current.remove(key)?;
+        self.write_record(w, &record)?;
         if prev.lease != 0 {
             self.lease_keys.remove((prev.lease, key))?;
         }
-        w.sub = sub
-            .checked_add(1)
-            .ok_or_else(|| MvccError::Invariant("sub-revision overflow".into()))?;
         let kv = KeyValue {
             key: prev.key.clone(),
             mod_revision: main,
@@ -369,9 +410,10 @@ impl<'t> Applier<'t> {
     ) -> Result<DeleteRangeResponse, MvccError> {
         let range = KeyRange::new(&req.key, &req.range_end);
         let mut victims = Vec::new();
-        self.view(w.read_revision())
-            .visit(range, w.read_revision(), |k, r| {
-                victims.push(r.to_kv(k, true));
+        let revs = &self.revs;
+        self.view()
+            .visit_live(range, w.read_revision(), &mut |_, rev| {
+                victims.push(with_record(revs, rev, |r| Ok(r.to_kv(true)))?);
                 Ok(true)
             })?;
         let deleted = victims.len() as i64;
@@ -421,16 +463,16 @@ impl<'t> Applier<'t> {
         // etcd checks this in its API layer; repeated here because
         // invariant 2 depends on it.
         check_txn_intervals(req)?;
-        let view = self.view(w.read_revision());
+        let revision = w.read_revision();
+        let compacted = self.compacted;
         let mut path = Vec::new();
-        compare_path(&view, req, &mut path)?;
+        compare_path(&self.view(), &self.revs, revision, req, &mut path)?;
         let mut at = 0;
         check_ops(req, &path, &mut at, &mut |op| match op {
             RequestOp::Put(p) => self.validate_put(p),
             _ => Ok(()),
         })?;
         let mut at = 0;
-        let (revision, compacted) = (view.revision, view.compacted);
         check_ops(req, &path, &mut at, &mut |op| match op {
             RequestOp::Range(r) if r.revision != 0 => {
                 if r.revision > revision {
@@ -472,7 +514,10 @@ impl<'t> Applier<'t> {
         let mut responses = Vec::with_capacity(ops.len());
         for op in ops {
             responses.push(match op {
-                RequestOp::Range(r) => ResponseOp::Range(self.view(w.read_revision()).range(r)?),
+                RequestOp::Range(r) => {
+                    let plan = plan_range(&self.view(), r, w.read_revision(), self.compacted)?;
+                    ResponseOp::Range(plan.finish(&self.revs)?)
+                }
                 RequestOp::Put(p) => ResponseOp::Put(self.put(w, p)?),
                 RequestOp::DeleteRange(d) => ResponseOp::DeleteRange(self.delete_range(w, d)?),
                 // etcd leaves a nested transaction's header empty.
@@ -486,9 +531,10 @@ impl<'t> Applier<'t> {
         })
     }
 
-    /// etcd's `Compact` with synchronous physical removal: for every
-    /// revision in `(compacted, rev]`, drop the version it supersedes, and
-    /// drop it too if it is a tombstone.
+    /// etcd's `Compact` with synchronous physical removal: for every key,
+    /// drop the versions below its newest one at or below `rev`, and that
+    /// one too if it is a tombstone. The index is walked in memory (etcd's
+    /// `treeIndex.Compact`); the records go from `revs` in revision order.
     fn compact(&mut self, rev: i64) -> Result<(), Fail> {
         if rev <= self.compacted {
             return Err(Fail::Request(MvccError::Compacted {
@@ -500,51 +546,46 @@ impl<'t> Applier<'t> {
                 current_revision: self.revision,
             }));
         }
-        let mut lo = Bound::Excluded((self.compacted, u32::MAX));
-        loop {
-            let mut chunk: Vec<(i64, u32, Vec<u8>)> = Vec::with_capacity(COMPACT_CHUNK_REVISIONS);
-            for entry in self
-                .revlog
-                .range::<(i64, u32)>((lo, Bound::Included((rev, u32::MAX))))?
-                .take(COMPACT_CHUNK_REVISIONS)
-            {
-                let (k, v) = entry?;
-                let (main, sub) = k.value();
-                chunk.push((main, sub, v.value().to_vec()));
-            }
-            let Some(&(last_main, last_sub, _)) = chunk.last() else {
-                break;
+        let mut victims: Vec<RevKey> = Vec::new();
+        let mut cut = |base: &[Rev], over: &[Rev]| {
+            // All of `over` is newer than all of `base`.
+            let combined = |i: usize| {
+                if i < base.len() {
+                    base[i]
+                } else {
+                    over[i - base.len()]
+                }
             };
-            for (main, sub, key) in &chunk {
-                let key = key.as_slice();
-                let superseded = self
-                    .history
-                    .range::<HistKey<'_>>((key, i64::MIN, 0)..(key, *main, *sub))?
-                    .next_back()
-                    .transpose()?
-                    .map(|(k, _)| (k.value().1, k.value().2));
-                if let Some((m, s)) = superseded {
-                    self.history.remove((key, m, s))?;
-                    self.revlog.remove((m, s))?;
-                }
-                let tombstone = match self.history.get((key, *main, *sub))? {
-                    Some(v) => Record::decode(v.value())?.tombstone,
-                    None => {
-                        return Err(Fail::Fatal(MvccError::Corrupt(format!(
-                            "revlog entry {main}.{sub} without history"
-                        ))))
-                    }
-                };
-                if tombstone {
-                    self.history.remove((key, *main, *sub))?;
-                    self.revlog.remove((*main, *sub))?;
-                }
+            // Entries at or below `rev`: a prefix of base, then of over
+            // (which is empty unless all of base is at or below `rev`).
+            let n =
+                base.partition_point(|r| r.main <= rev) + over.partition_point(|r| r.main <= rev);
+            let n = match n.checked_sub(1) {
+                None => 0,
+                Some(i) if combined(i).tombstone => n,
+                Some(i) => i,
+            };
+            victims.extend((0..n).map(|i| combined(i).at()));
+        };
+        let mut over = self.overlay.iter().peekable();
+        for (key, base) in self.base {
+            while let Some((_, o)) = over.next_if(|(k, _)| *k < key) {
+                cut(&[], o);
             }
-            if chunk.len() < COMPACT_CHUNK_REVISIONS {
-                break;
+            match over.next_if(|(k, _)| *k == key) {
+                Some((_, o)) => cut(base, o),
+                None => cut(base, &[]),
             }
-            lo = Bound::Excluded((last_main, last_sub));
         }
+        for (_, o) in over {
+            cut(&[], o);
+        }
+        victims.sort_unstable();
+        for at in victims {
+            // A second compaction in one batch finds some already gone.
+            self.revs.remove(at)?;
+        }
+        self.compact_to = Some(rev);
         self.compacted = rev;
         Ok(())
     }
@@ -553,18 +594,16 @@ impl<'t> Applier<'t> {
 /// etcd's `compareToPath`: evaluates the compares of `req` and of every
 /// nested transaction on the chosen branches, all against the
 /// pre-transaction view, depth first.
-fn compare_path<C, H>(
-    view: &View<'_, C, H>,
+fn compare_path(
+    view: &impl IndexView,
+    records: &impl ReadableTable<RevKey, &'static [u8]>,
+    revision: i64,
     req: &TxnRequest,
     path: &mut Vec<bool>,
-) -> Result<(), MvccError>
-where
-    C: ReadableTable<&'static [u8], &'static [u8]>,
-    H: ReadableTable<HistKey<'static>, &'static [u8]>,
-{
+) -> Result<(), MvccError> {
     let mut succeeded = true;
     for c in &req.compare {
-        if !view.compare(c)? {
+        if !crate::read::compare(view, records, revision, c)? {
             succeeded = false;
             break;
         }
@@ -576,7 +615,7 @@ where
         &req.failure
     } {
         if let RequestOp::Txn(t) = op {
-            compare_path(view, t, path)?;
+            compare_path(view, records, revision, t, path)?;
         }
     }
     Ok(())

@@ -4,8 +4,13 @@
 //! Raft delivers committed [`Command`]s; [`Store::apply_batch`] applies them
 //! in one redb transaction together with the applied Raft index, and returns
 //! each command's response and the watch [`Event`]s it produced. Reads
-//! ([`StoreReader`]) run on redb read transactions, concurrently with
-//! applies.
+//! ([`StoreReader`]) run on an in-memory key index and redb read
+//! transactions, concurrently with applies.
+//!
+//! The layout is etcd's: redb holds every version keyed by its revision
+//! (so a batch of puts appends to a few pages), and an in-memory index maps
+//! each key to its revisions (rebuilt at open). See `schema.rs`, `index.rs`
+//! and `store.rs` for the invariants that make readers consistent.
 //!
 //! What the store reproduces from etcd: one cluster revision bumped once per
 //! modifying request; `create_revision`, `mod_revision` and `version` per
@@ -21,8 +26,9 @@
 //! [`StoreReader::events_since`] for watches that start in the past); it
 //! does not enforce the space quota or request size limits.
 //!
-//! Read `schema.rs` for the table layout and its invariants, and the
-//! documentation of [`Store`] for the contract with the runtime.
+//! Read `schema.rs` for the table layout and its invariants, `store.rs`
+//! for how readers stay consistent with the writer, and the documentation
+//! of [`Store`] for the contract with the runtime.
 #![forbid(unsafe_code)]
 #![deny(missing_docs)]
 
@@ -30,6 +36,7 @@ mod apply;
 pub mod check;
 mod command;
 mod error;
+mod index;
 mod read;
 mod schema;
 mod snapshot;
@@ -41,7 +48,8 @@ pub use command::{Command, CommandOutput, Response, COMMAND_FORMAT_V1, TXN_NESTI
 pub use error::{DecodeError, MvccError};
 pub use snapshot::SnapshotMeta;
 pub use store::{
-    CommitDurability, Store, StoreOptions, StoreReader, DURABLE_COMMIT_EVERY_COMMANDS_DEFAULT,
+    CommitDurability, Store, StoreOptions, StoreReader, CACHE_SIZE_BYTES_DEFAULT,
+    DURABLE_COMMIT_EVERY_COMMANDS_DEFAULT,
 };
 pub use types::{
     CompactionRequest, CompactionResponse, Compare, CompareResult, CompareTarget,

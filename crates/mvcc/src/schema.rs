@@ -1,24 +1,33 @@
 //! The on-disk schema: redb tables and the byte layout of stored records.
 //!
 //! ```text
-//! meta        &str                  -> i64      revision, compact_revision, applied_index, schema
-//! current     key                   -> Record   latest version of every live key
-//! history     (key, main, sub)      -> Record   every retained version, tombstones included
-//! revlog      (main, sub)           -> key      the same versions in revision order
-//! leases      id                    -> (granted_ttl, remaining_ttl)
-//! lease_keys  (id, key)             -> ()       keys attached to each lease
+//! meta        &str           -> i64      revision, compact_revision, applied_index, schema
+//! revs        (main, sub)    -> Record   every retained version, tombstones included
+//! leases      id             -> (granted_ttl, remaining_ttl)
+//! lease_keys  (id, key)      -> ()       keys attached to each lease
 //! ```
 //!
-//! Invariants (checked by tests, relied on by every reader):
-//! 1. `history` and `revlog` hold the same set of `(key, main, sub)`.
-//! 2. `current[k]` exists iff the newest `history` entry of `k` is not a
-//!    tombstone, and then it is byte-identical to that entry.
-//! 3. `lease_keys` holds `(l, k)` iff `current[k].lease == l != 0`, and every
-//!    such `l` is in `leases`.
-//! 4. After compaction at `C`, no entry with `main <= C` is a tombstone, and
-//!    for each key at most one entry with `main <= C` remains (its newest).
-//! 5. `meta.revision` >= every `main` stored; `meta.compact_revision` <
-//!    `meta.revision` or both describe an empty history.
+//! etcd's layout ("bbolt keyed by revision"): versions are stored by
+//! revision only, so the writes of a batch append to the last leaf pages of
+//! `revs` instead of dirtying one leaf per key in a key-ordered table (what
+//! schema 1 did, at ~15 KiB written per put). Which revisions a key has is
+//! kept in memory, in the key index (`index.rs`), rebuilt from `revs` at
+//! open.
+//!
+//! `lease_keys` stays a table: only leased writes touch it (the hot path of
+//! unleased puts never does), it keeps lease reads in one redb snapshot with
+//! `leases`, and it rolls back with an aborted batch for free. It is
+//! derivable from `revs`, like the key index.
+//!
+//! Invariants (checked by `StoreReader::verify`, relied on by every reader):
+//! 1. Every record's key in `revs` is its revision; its content decodes.
+//! 2. `lease_keys` holds `(l, k)` iff the newest version of `k` is live with
+//!    lease `l != 0`, and every such `l` is in `leases`.
+//! 3. After compaction at `C`, no version with `main <= C` is a tombstone,
+//!    and for each key at most one version with `main <= C` remains (its
+//!    newest).
+//! 4. `meta.revision` >= every `main` stored; `meta.compact_revision` <=
+//!    `meta.revision`.
 //!
 //! `Record::decode` is the gateway from disk: it validates lengths and flags
 //! and reports [`MvccError::Corrupt`] instead of panicking.
@@ -30,27 +39,15 @@ use crate::types::KeyValue;
 
 /// Store-wide scalars.
 pub(crate) const META: TableDefinition<&str, i64> = TableDefinition::new("meta");
-/// Latest version of each live key: the fast path of current reads.
-pub(crate) const CURRENT: TableDefinition<&[u8], &[u8]> = TableDefinition::new("current");
-/// Every retained version, ordered by key then revision: historical reads.
-pub(crate) const HISTORY: TableDefinition<(&[u8], i64, u32), &[u8]> =
-    TableDefinition::new("history");
-/// Every retained version, ordered by revision: watch catch-up and compaction.
-pub(crate) const REVLOG: TableDefinition<(i64, u32), &[u8]> = TableDefinition::new("revlog");
+/// Every retained version, by revision `(main, sub)`.
+pub(crate) const REVS: TableDefinition<(i64, u32), &[u8]> = TableDefinition::new("revs");
 /// Leases: id -> (granted TTL, last checkpointed remaining TTL).
 pub(crate) const LEASES: TableDefinition<i64, (i64, i64)> = TableDefinition::new("leases");
 /// Lease attachments: (lease id, key).
 pub(crate) const LEASE_KEYS: TableDefinition<(i64, &[u8]), ()> = TableDefinition::new("lease_keys");
 
-/// Every table, for creation at open and clearing at restore.
-pub(crate) const ALL_TABLE_NAMES: [&str; 6] = [
-    "meta",
-    "current",
-    "history",
-    "revlog",
-    "leases",
-    "lease_keys",
-];
+/// Every table, for clearing at restore.
+pub(crate) const ALL_TABLE_NAMES: [&str; 4] = ["meta", "revs", "leases", "lease_keys"];
 
 /// `meta` key: the store revision.
 pub(crate) const META_REVISION: &str = "revision";
@@ -60,29 +57,34 @@ pub(crate) const META_COMPACT_REVISION: &str = "compact_revision";
 pub(crate) const META_APPLIED_INDEX: &str = "applied_index";
 /// `meta` key: the schema version of this file.
 pub(crate) const META_SCHEMA: &str = "schema";
-/// The schema this build writes and reads.
-pub(crate) const SCHEMA_VERSION: i64 = 1;
+/// The schema this build writes and reads. Schema 1 (key-ordered `current`
+/// and `history` tables) is not read: restore such a member from a snapshot.
+pub(crate) const SCHEMA_VERSION: i64 = 2;
 
 /// Compacted revision of a store that was never compacted. etcd starts its
 /// `compactMainRev` at -1 and reports it as such in HashKV.
 pub(crate) const NEVER_COMPACTED: i64 = -1;
 
-/// A `history` key.
-pub(crate) type HistKey<'a> = (&'a [u8], i64, u32);
+/// A `revs` key.
+pub(crate) type RevKey = (i64, u32);
 
 /// Layout version byte at the start of every record.
+const RECORD_FORMAT_V2: u8 = 2;
+/// Layout version of schema 1's records; HashKV still hashes that layout so
+/// that hashes stay comparable across the schema change.
 const RECORD_FORMAT_V1: u8 = 1;
 /// Flag bit: the record is a tombstone (the key was deleted at `mod`).
 const FLAG_TOMBSTONE: u8 = 1;
-/// Bytes before the value: format, flags, mod main, mod sub, create, version, lease.
-pub(crate) const RECORD_HEADER_LEN: usize = 1 + 1 + 8 + 4 + 8 + 8 + 8;
+/// Bytes before the key: format, flags, create, version, lease, key length.
+pub(crate) const RECORD_HEADER_LEN: usize = 1 + 1 + 8 + 8 + 8 + 4;
 
-/// One stored version of a key, borrowing its value from the page it was read from.
+/// One stored version of a key, borrowing key and value from the page it
+/// was read from.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(crate) struct Record<'a> {
     /// Deleted at `mod_main`.
     pub tombstone: bool,
-    /// Revision of this version.
+    /// Revision of this version (the record's key in `revs`).
     pub mod_main: i64,
     /// Position within its revision.
     pub mod_sub: u32,
@@ -92,61 +94,81 @@ pub(crate) struct Record<'a> {
     pub version: i64,
     /// Lease id (0 for none or a tombstone).
     pub lease: i64,
+    /// The key.
+    pub key: &'a [u8],
     /// Value (empty for a tombstone).
     pub value: &'a [u8],
 }
 
 impl<'a> Record<'a> {
-    /// Appends the encoding to `out` (cleared first).
+    /// Writes the encoding to `out` (cleared first). The revision is not
+    /// part of it: it is the record's key.
     pub fn encode_into(&self, out: &mut Vec<u8>) {
         out.clear();
-        out.reserve(RECORD_HEADER_LEN + self.value.len());
-        out.push(RECORD_FORMAT_V1);
+        out.reserve(RECORD_HEADER_LEN + self.key.len() + self.value.len());
+        out.push(RECORD_FORMAT_V2);
         out.push(if self.tombstone { FLAG_TOMBSTONE } else { 0 });
-        out.extend_from_slice(&self.mod_main.to_le_bytes());
-        out.extend_from_slice(&self.mod_sub.to_le_bytes());
         out.extend_from_slice(&self.create.to_le_bytes());
         out.extend_from_slice(&self.version.to_le_bytes());
         out.extend_from_slice(&self.lease.to_le_bytes());
+        out.extend_from_slice(&(self.key.len() as u32).to_le_bytes());
+        out.extend_from_slice(self.key);
         out.extend_from_slice(self.value);
     }
 
-    /// Decodes a stored record. Gateway from disk: never panics.
-    pub fn decode(bytes: &'a [u8]) -> Result<Record<'a>, MvccError> {
+    /// Decodes the record stored at revision `(main, sub)`. Gateway from
+    /// disk: never panics.
+    pub fn decode(main: i64, sub: u32, bytes: &'a [u8]) -> Result<Record<'a>, MvccError> {
         if bytes.len() < RECORD_HEADER_LEN {
             return Err(MvccError::Corrupt(format!(
-                "record of {} bytes",
+                "record {main}.{sub} of {} bytes",
                 bytes.len()
             )));
         }
-        let (header, value) = bytes.split_at(RECORD_HEADER_LEN);
-        if header[0] != RECORD_FORMAT_V1 {
-            return Err(MvccError::Corrupt(format!("record format {}", header[0])));
+        let (header, rest) = bytes.split_at(RECORD_HEADER_LEN);
+        if header[0] != RECORD_FORMAT_V2 {
+            return Err(MvccError::Corrupt(format!(
+                "record {main}.{sub} format {}",
+                header[0]
+            )));
         }
         if header[1] & !FLAG_TOMBSTONE != 0 {
-            return Err(MvccError::Corrupt(format!("record flags {:#x}", header[1])));
+            return Err(MvccError::Corrupt(format!(
+                "record {main}.{sub} flags {:#x}",
+                header[1]
+            )));
         }
         let i64_at =
             |at: usize| i64::from_le_bytes(header[at..at + 8].try_into().expect("8-byte slice"));
+        let key_len = u32::from_le_bytes(header[26..30].try_into().expect("4-byte slice")) as usize;
+        if key_len > rest.len() {
+            return Err(MvccError::Corrupt(format!(
+                "record {main}.{sub} key of {key_len} bytes"
+            )));
+        }
+        let (key, value) = rest.split_at(key_len);
         let record = Record {
             tombstone: header[1] & FLAG_TOMBSTONE != 0,
-            mod_main: i64_at(2),
-            mod_sub: u32::from_le_bytes(header[10..14].try_into().expect("4-byte slice")),
-            create: i64_at(14),
-            version: i64_at(22),
-            lease: i64_at(30),
+            mod_main: main,
+            mod_sub: sub,
+            create: i64_at(2),
+            version: i64_at(10),
+            lease: i64_at(18),
+            key,
             value,
         };
         if record.tombstone && (record.create != 0 || record.version != 0 || !value.is_empty()) {
-            return Err(MvccError::Corrupt("tombstone with content".into()));
+            return Err(MvccError::Corrupt(format!(
+                "tombstone {main}.{sub} with content"
+            )));
         }
         Ok(record)
     }
 
     /// The etcd key-value of this (non-tombstone) version.
-    pub fn to_kv(self, key: &[u8], with_value: bool) -> KeyValue {
+    pub fn to_kv(self, with_value: bool) -> KeyValue {
         KeyValue {
-            key: key.to_vec(),
+            key: self.key.to_vec(),
             create_revision: self.create,
             mod_revision: self.mod_main,
             version: self.version,
@@ -158,6 +180,26 @@ impl<'a> Record<'a> {
             lease: self.lease,
         }
     }
+
+    /// Appends this version to a HashKV crc32c exactly as schema 1 did
+    /// (revision, key length, key, then the schema-1 record bytes), so that
+    /// members on either side of the schema change compare equal.
+    pub fn hash_into(&self, crc: u32) -> u32 {
+        let mut header = [0u8; 2 + 8 + 4 + 8 + 8 + 8];
+        header[0] = RECORD_FORMAT_V1;
+        header[1] = if self.tombstone { FLAG_TOMBSTONE } else { 0 };
+        header[2..10].copy_from_slice(&self.mod_main.to_le_bytes());
+        header[10..14].copy_from_slice(&self.mod_sub.to_le_bytes());
+        header[14..22].copy_from_slice(&self.create.to_le_bytes());
+        header[22..30].copy_from_slice(&self.version.to_le_bytes());
+        header[30..38].copy_from_slice(&self.lease.to_le_bytes());
+        let mut crc = crc32c::crc32c_append(crc, &self.mod_main.to_le_bytes());
+        crc = crc32c::crc32c_append(crc, &self.mod_sub.to_le_bytes());
+        crc = crc32c::crc32c_append(crc, &(self.key.len() as u64).to_le_bytes());
+        crc = crc32c::crc32c_append(crc, self.key);
+        crc = crc32c::crc32c_append(crc, &header);
+        crc32c::crc32c_append(crc, self.value)
+    }
 }
 
 #[cfg(test)]
@@ -168,14 +210,7 @@ mod tests {
 
     #[test]
     fn table_names_match_definitions() {
-        let defined = [
-            META.name(),
-            CURRENT.name(),
-            HISTORY.name(),
-            REVLOG.name(),
-            LEASES.name(),
-            LEASE_KEYS.name(),
-        ];
+        let defined = [META.name(), REVS.name(), LEASES.name(), LEASE_KEYS.name()];
         assert_eq!(defined, ALL_TABLE_NAMES);
     }
 
@@ -188,22 +223,59 @@ mod tests {
             create: 3,
             version: 4,
             lease: -5,
+            key: b"k",
             value: b"v",
         };
         let mut buf = Vec::new();
         r.encode_into(&mut buf);
-        assert_eq!(Record::decode(&buf).unwrap(), r);
-        for len in 0..RECORD_HEADER_LEN {
-            assert!(Record::decode(&buf[..len]).is_err());
+        assert_eq!(Record::decode(7, 2, &buf).unwrap(), r);
+        for len in 0..RECORD_HEADER_LEN + 1 {
+            assert!(Record::decode(7, 2, &buf[..len]).is_err());
         }
         let mut bad = buf.clone();
         bad[1] = 0x80;
-        assert!(Record::decode(&bad).is_err());
+        assert!(Record::decode(7, 2, &bad).is_err());
         let mut bad = buf.clone();
         bad[1] = FLAG_TOMBSTONE;
         assert!(
-            Record::decode(&bad).is_err(),
+            Record::decode(7, 2, &bad).is_err(),
             "a tombstone carries no content"
         );
+        let mut bad = buf.clone();
+        bad[26] = 9;
+        assert!(
+            Record::decode(7, 2, &bad).is_err(),
+            "key longer than record"
+        );
+    }
+
+    #[test]
+    fn hash_matches_schema_1_bytes() {
+        // Schema 1 hashed main, sub, key length, key, then its record:
+        // format 1, flags, main, sub, create, version, lease, value.
+        let r = Record {
+            tombstone: false,
+            mod_main: 7,
+            mod_sub: 2,
+            create: 3,
+            version: 4,
+            lease: -5,
+            key: b"key",
+            value: b"value",
+        };
+        let mut v1 = vec![1u8, 0];
+        for x in [7i64.to_le_bytes().as_slice(), &2u32.to_le_bytes()] {
+            v1.extend_from_slice(x);
+        }
+        for x in [3i64, 4, -5] {
+            v1.extend_from_slice(&x.to_le_bytes());
+        }
+        v1.extend_from_slice(b"value");
+        let mut want = crc32c::crc32c_append(9, &7i64.to_le_bytes());
+        want = crc32c::crc32c_append(want, &2u32.to_le_bytes());
+        want = crc32c::crc32c_append(want, &3u64.to_le_bytes());
+        want = crc32c::crc32c_append(want, b"key");
+        want = crc32c::crc32c_append(want, &v1);
+        assert_eq!(r.hash_into(9), want);
     }
 }

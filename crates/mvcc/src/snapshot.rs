@@ -3,37 +3,41 @@
 //!
 //! ```text
 //! "CONCORD-MVCC" u32:format   u64:applied_index i64:revision i64:compact_revision
-//! { 0x01 i64:main u32:sub u32:key_len key u32:record_len record }*   history, key order
-//! { 0x02 i64:id i64:granted_ttl i64:remaining_ttl }*                 leases, id order
-//! 0x00                                                               end
+//! { 0x01 i64:main u32:sub u32:record_len record }*        versions, revision order
+//! { 0x02 i64:id i64:granted_ttl i64:remaining_ttl }*      leases, id order
+//! 0x00                                                    end
 //! u32:crc32c of every byte above
 //! ```
-//! (integers little-endian). Only `history` and `leases` travel; `current`,
-//! `revlog` and `lease_keys` are derived from them on restore, which also
-//! re-checks the schema invariants they must satisfy.
+//! (integers little-endian; `record` is the `revs` value of `schema.rs`,
+//! which carries the key). Format 2; format 1 (schema 1, versions in key
+//! order) is refused. Only `revs` and `leases` travel; `lease_keys` and the
+//! key index are derived from them on restore.
 //!
 //! Invariants:
 //! 1. Restore is the gateway from the network: it bounds every length before
 //!    allocating, checks ordering and record contents, and verifies the
 //!    checksum before the caller commits. A bad stream changes nothing.
 //! 2. Writing reads one redb read transaction, so the stream is one
-//!    consistent state, labelled with the applied index it covers.
+//!    consistent state, labelled with the applied index it covers. It
+//!    streams: the writer sees the bytes through a small buffer as they
+//!    are produced.
 
 use std::io::{BufReader, BufWriter, Read, Write};
 
-use redb::{ReadableTable, WriteTransaction};
+use redb::{ReadTransaction, ReadableTable, WriteTransaction};
 
 use crate::error::MvccError;
+use crate::index::{self, Keys, Rev};
 use crate::schema::{
-    Record, ALL_TABLE_NAMES, CURRENT, HISTORY, LEASES, LEASE_KEYS, META, META_APPLIED_INDEX,
-    META_COMPACT_REVISION, META_REVISION, META_SCHEMA, REVLOG, SCHEMA_VERSION,
+    Record, ALL_TABLE_NAMES, LEASES, LEASE_KEYS, META, META_APPLIED_INDEX, META_COMPACT_REVISION,
+    META_REVISION, META_SCHEMA, REVS, SCHEMA_VERSION,
 };
-use crate::store::Snapshot;
+use crate::store::read_meta;
 
 /// Stream magic.
 const MAGIC: &[u8; 12] = b"CONCORD-MVCC";
 /// Stream format version.
-const FORMAT_V1: u32 = 1;
+const FORMAT_V2: u32 = 2;
 const TAG_END: u8 = 0;
 const TAG_VERSION: u8 = 1;
 const TAG_LEASE: u8 = 2;
@@ -108,32 +112,30 @@ fn truncated(e: std::io::Error) -> MvccError {
 }
 
 pub(crate) fn write_snapshot(
-    snap: &Snapshot,
+    txn: &ReadTransaction,
     writer: impl Write,
 ) -> Result<SnapshotMeta, MvccError> {
+    let (revision, compacted, applied_index) = read_meta(&txn.open_table(META)?)?;
     let mut w = CrcWriter {
         inner: BufWriter::new(writer),
         crc: 0,
     };
     w.put(MAGIC)?;
-    w.put(&FORMAT_V1.to_le_bytes())?;
-    w.put(&snap.applied_index.to_le_bytes())?;
-    w.put(&snap.revision.to_le_bytes())?;
-    w.put(&snap.compacted.to_le_bytes())?;
-    for entry in snap.history.iter()? {
-        let (k, v) = entry?;
-        let (key, main, sub) = k.value();
+    w.put(&FORMAT_V2.to_le_bytes())?;
+    w.put(&applied_index.to_le_bytes())?;
+    w.put(&revision.to_le_bytes())?;
+    w.put(&compacted.to_le_bytes())?;
+    for entry in txn.open_table(REVS)?.iter()? {
+        let (at, v) = entry?;
+        let (main, sub) = at.value();
         let record = v.value();
         w.put(&[TAG_VERSION])?;
         w.put(&main.to_le_bytes())?;
         w.put(&sub.to_le_bytes())?;
-        w.put(&(key.len() as u32).to_le_bytes())?;
-        w.put(key)?;
         w.put(&(record.len() as u32).to_le_bytes())?;
         w.put(record)?;
     }
-    let leases = snap.txn.open_table(LEASES)?;
-    for entry in leases.iter()? {
+    for entry in txn.open_table(LEASES)?.iter()? {
         let (id, v) = entry?;
         let (granted, remaining) = v.value();
         w.put(&[TAG_LEASE])?;
@@ -146,18 +148,19 @@ pub(crate) fn write_snapshot(
     w.inner.write_all(&crc.to_le_bytes())?;
     w.inner.flush()?;
     Ok(SnapshotMeta {
-        applied_index: snap.applied_index,
-        revision: snap.revision,
-        compact_revision: snap.compacted,
+        applied_index,
+        revision,
+        compact_revision: compacted,
     })
 }
 
-/// Replaces every table of `txn` with the stream's state. The caller
-/// commits only if this returns `Ok`.
+/// Replaces every table of `txn` with the stream's state and returns the
+/// key index of that state. The caller commits (and publishes the index)
+/// only if this returns `Ok`.
 pub(crate) fn restore_into(
     txn: &WriteTransaction,
     reader: impl Read,
-) -> Result<SnapshotMeta, MvccError> {
+) -> Result<(SnapshotMeta, Keys), MvccError> {
     let mut r = CrcReader {
         inner: BufReader::new(reader),
         crc: 0,
@@ -166,7 +169,7 @@ pub(crate) fn restore_into(
         return Err(MvccError::Snapshot("not a Concord MVCC snapshot".into()));
     }
     let format = r.u32()?;
-    if format != FORMAT_V1 {
+    if format != FORMAT_V2 {
         return Err(MvccError::Snapshot(format!("unknown format {format}")));
     }
     let applied = r.i64()?;
@@ -183,64 +186,49 @@ pub(crate) fn restore_into(
     for name in ALL_TABLE_NAMES {
         txn.delete_table(redb::TableDefinition::<&[u8], &[u8]>::new(name))?;
     }
-    let mut current = txn.open_table(CURRENT)?;
-    let mut history = txn.open_table(HISTORY)?;
-    let mut revlog = txn.open_table(REVLOG)?;
+    let mut revs = txn.open_table(REVS)?;
     let mut leases = txn.open_table(LEASES)?;
     let mut lease_keys = txn.open_table(LEASE_KEYS)?;
     let mut meta = txn.open_table(META)?;
 
-    // The newest version of the key being read: becomes `current` if live.
-    let mut last: Option<(Vec<u8>, i64, u32, Vec<u8>)> = None;
-    let mut attached: Vec<(i64, Vec<u8>)> = Vec::new();
-    let mut finish_key = |last: Option<(Vec<u8>, i64, u32, Vec<u8>)>| -> Result<(), MvccError> {
-        if let Some((key, _, _, record)) = last {
-            let rec = Record::decode(&record)?;
-            if !rec.tombstone {
-                current.insert(key.as_slice(), record.as_slice())?;
-                if rec.lease != 0 {
-                    attached.push((rec.lease, key));
-                }
-            }
-        }
-        Ok(())
-    };
-    let (mut key, mut record) = (Vec::new(), Vec::new());
+    let mut keys = Keys::new();
+    // The lease of each key whose newest version so far is live and leased.
+    let mut attached: std::collections::BTreeMap<Vec<u8>, i64> = Default::default();
+    let mut record = Vec::new();
+    let mut last: Option<(i64, u32)> = None;
     let mut tag = r.u8()?;
     while tag == TAG_VERSION {
         let main = r.i64()?;
         let sub = r.u32()?;
-        r.blob(&mut key)?;
         r.blob(&mut record)?;
-        let rec = Record::decode(&record).map_err(|e| MvccError::Snapshot(e.to_string()))?;
-        if rec.mod_main != main || rec.mod_sub != sub || main < 2 || main > revision {
+        let rec =
+            Record::decode(main, sub, &record).map_err(|e| MvccError::Snapshot(e.to_string()))?;
+        if main < 2 || main > revision {
             return Err(MvccError::Snapshot(format!(
                 "version {main}.{sub} does not fit"
             )));
         }
-        let same_key = match &last {
-            Some((k, m, s, _)) => {
-                let order = (k.as_slice(), *m, *s).cmp(&(key.as_slice(), main, sub));
-                if order != std::cmp::Ordering::Less {
-                    return Err(MvccError::Snapshot("history out of order".into()));
-                }
-                *k == key
-            }
-            None => false,
-        };
-        history.insert((key.as_slice(), main, sub), record.as_slice())?;
-        if revlog.insert((main, sub), key.as_slice())?.is_some() {
-            return Err(MvccError::Snapshot(format!(
-                "revision {main}.{sub} used twice"
-            )));
+        if last.is_some_and(|l| l >= (main, sub)) {
+            return Err(MvccError::Snapshot("versions out of order".into()));
         }
-        if !same_key {
-            finish_key(last.take())?;
+        last = Some((main, sub));
+        revs.insert((main, sub), record.as_slice())?;
+        index::push(
+            &mut keys,
+            rec.key,
+            Rev {
+                main,
+                sub,
+                tombstone: rec.tombstone,
+            },
+        );
+        if !rec.tombstone && rec.lease != 0 {
+            attached.insert(rec.key.to_vec(), rec.lease);
+        } else {
+            attached.remove(rec.key);
         }
-        last = Some((key.clone(), main, sub, record.clone()));
         tag = r.u8()?;
     }
-    finish_key(last.take())?;
     let mut last_id = None;
     while tag == TAG_LEASE {
         let id = r.i64()?;
@@ -262,7 +250,7 @@ pub(crate) fn restore_into(
     if u32::from_le_bytes(trailer) != computed {
         return Err(MvccError::Snapshot("checksum mismatch".into()));
     }
-    for (lease, key) in &attached {
+    for (key, lease) in &attached {
         if leases.get(*lease)?.is_none() {
             return Err(MvccError::Snapshot(format!(
                 "key attached to unknown lease {lease}"
@@ -274,9 +262,12 @@ pub(crate) fn restore_into(
     meta.insert(META_REVISION, revision)?;
     meta.insert(META_COMPACT_REVISION, compact_revision)?;
     meta.insert(META_APPLIED_INDEX, applied)?;
-    Ok(SnapshotMeta {
-        applied_index,
-        revision,
-        compact_revision,
-    })
+    Ok((
+        SnapshotMeta {
+            applied_index,
+            revision,
+            compact_revision,
+        },
+        keys,
+    ))
 }

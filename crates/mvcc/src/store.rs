@@ -1,30 +1,59 @@
 //! The store: opening the redb file, applying batches, and the read handle.
 //!
+//! Two halves hold the state (etcd's `treeIndex` + bbolt):
+//!
+//! ```text
+//!   redb file: meta, revs (versions by revision), leases, lease_keys
+//!   memory:    State { db, keys: key -> revisions, revision, compacted, applied_index }
+//!              behind one RwLock shared by the Store and every StoreReader
+//! ```
+//!
 //! Invariants:
 //! 1. The applied Raft index is written in the same redb transaction as the
 //!    data it covers (DESIGN rule 2), so after any crash the file holds
-//!    exactly the effect of the commands up to its `applied_index`.
-//! 2. `Store`'s cached `revision`, `compacted` and `applied_index` change
+//!    exactly the effect of the commands up to its `applied_index`. The key
+//!    index is derived data, rebuilt from `revs` at open.
+//! 2. Publication order: an apply batch commits its redb transaction first
+//!    and only then, under the write lock, merges its index entries and
+//!    moves the published `revision`, `compacted` and `applied_index`. So
+//!    the published index never names a revision that is not committed.
+//! 3. Readers begin their redb read transaction while holding the read
+//!    lock, so that transaction is at or after the published state. The
+//!    versions it holds beyond the published revision are ignored (readers
+//!    read at the published revision). Versions are immutable once
+//!    written; only compaction removes some, and what compaction at `C`
+//!    removes is never needed by a read at a revision `>= C` (index
+//!    invariant 3). A reader therefore only has to check that its
+//!    transaction's compacted revision equals the published one: if not, a
+//!    compaction committed and is about to be published, and the reader
+//!    retries ([`StoreReader::consistent`]); it is then answered with etcd's
+//!    "required revision has been compacted" if it reads below it.
+//! 4. Operations that replace versions wholesale (restore, defragment)
+//!    commit under the write lock, so no reader can pair an old index with
+//!    a new transaction.
+//! 5. `Store`'s cached `revision`, `compacted` and `applied_index` change
 //!    only after a successful commit, and then equal what the file holds.
-//! 3. `durable_applied_index <= applied_index`; everything up to the former
+//! 6. `durable_applied_index <= applied_index`; everything up to the former
 //!    survives a crash; the latter may roll back to it.
-//! 4. Readers ([`StoreReader`]) see one committed transaction each, and
-//!    never block the writer.
+//! 7. Readers never hold the lock while they read values from redb, except
+//!    `events_since` (which needs the index for every event's `prev_kv`)
+//!    and `verify`; an apply batch holds the read lock while it applies and
+//!    the write lock only to publish.
 
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
+use std::sync::{Arc, RwLock, RwLockReadGuard, RwLockWriteGuard};
+use std::time::{Duration, Instant};
 
-use redb::{
-    Database, Durability, ReadOnlyTable, ReadTransaction, ReadableTable, ReadableTableMetadata,
-};
+use redb::{Database, Durability, ReadTransaction, ReadableTable, ReadableTableMetadata};
 
 use crate::apply::{Applier, Fail};
 use crate::command::{Command, CommandOutput, Response};
 use crate::error::MvccError;
-use crate::read::{KeyRange, View};
+use crate::index::{self, KeyRange, Keys, Rev};
+use crate::read::{plan_range, with_record};
 use crate::schema::{
-    HistKey, Record, CURRENT, HISTORY, LEASES, LEASE_KEYS, META, META_APPLIED_INDEX,
-    META_COMPACT_REVISION, META_REVISION, META_SCHEMA, NEVER_COMPACTED, REVLOG, SCHEMA_VERSION,
+    Record, LEASES, LEASE_KEYS, META, META_APPLIED_INDEX, META_COMPACT_REVISION, META_REVISION,
+    META_SCHEMA, NEVER_COMPACTED, REVS, SCHEMA_VERSION,
 };
 use crate::types::{
     Event, EventBatch, EventKind, HashKv, KeyValue, LeaseInfo, RangeRequest, RangeResponse,
@@ -36,6 +65,17 @@ use crate::types::{
 /// commit durable once that many commands were applied since the last
 /// durable one, so a crash replays at most this many WAL entries.
 pub const DURABLE_COMMIT_EVERY_COMMANDS_DEFAULT: u64 = 10_000;
+
+/// Default redb page cache: 64 MiB. redb's own default (1 GiB) is mostly
+/// filled by pages that apply reads once: with records keyed by revision,
+/// the hot pages are the last leaves of `revs` (where batches append) and
+/// the branch pages above them, and current reads find their record by
+/// revision in a few pages. etcd leaves caching to the OS page cache (its
+/// bbolt file is mmap'ed), which the file reads still benefit from here.
+pub const CACHE_SIZE_BYTES_DEFAULT: usize = 64 << 20;
+
+/// How long [`Store::defragment`] waits for in-flight reads to finish.
+const DEFRAGMENT_READS_WAIT: Duration = Duration::from_secs(5);
 
 /// How `apply_batch` commits.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -57,7 +97,8 @@ pub struct StoreOptions {
     /// With [`CommitDurability::Deferred`]: the number of applied commands
     /// after which the next batch commit is durable.
     pub durable_commit_every_commands: u64,
-    /// redb page cache size in bytes; `None` keeps redb's default.
+    /// redb page cache size in bytes; `None` keeps redb's default (1 GiB).
+    /// Defaults to [`CACHE_SIZE_BYTES_DEFAULT`].
     pub cache_size_bytes: Option<usize>,
 }
 
@@ -66,8 +107,35 @@ impl Default for StoreOptions {
         StoreOptions {
             commit_durability: CommitDurability::Deferred,
             durable_commit_every_commands: DURABLE_COMMIT_EVERY_COMMANDS_DEFAULT,
-            cache_size_bytes: None,
+            cache_size_bytes: Some(CACHE_SIZE_BYTES_DEFAULT),
         }
+    }
+}
+
+/// What the store and its readers share: the database and the published
+/// key index with the state it describes.
+pub(crate) struct State {
+    db: Database,
+    /// The key index at `revision` (module invariants 2 and 3).
+    keys: Keys,
+    revision: i64,
+    compacted: i64,
+    applied_index: u64,
+}
+
+struct Shared {
+    state: RwLock<State>,
+    path: PathBuf,
+}
+
+impl Shared {
+    fn read(&self) -> RwLockReadGuard<'_, State> {
+        // A panic while publishing leaves the index half-merged: stop.
+        self.state.read().expect("mvcc index lock poisoned")
+    }
+
+    fn write(&self) -> RwLockWriteGuard<'_, State> {
+        self.state.write().expect("mvcc index lock poisoned")
     }
 }
 
@@ -94,9 +162,10 @@ impl Default for StoreOptions {
 ///    safely: stop the node (DESIGN rule 2: never silently diverge).
 /// 5. Reads go through [`Store::reader`], a cheap clonable handle that
 ///    reads committed state concurrently with `apply_batch`.
+/// 6. Opening rebuilds the in-memory key index by reading every stored
+///    version once (about 1 s per million versions on a small machine).
 pub struct Store {
-    db: Arc<Database>,
-    path: Arc<PathBuf>,
+    shared: Arc<Shared>,
     options: StoreOptions,
     revision: i64,
     compacted: i64,
@@ -108,7 +177,7 @@ pub struct Store {
 impl std::fmt::Debug for Store {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Store")
-            .field("path", &self.path)
+            .field("path", &self.shared.path)
             .field("revision", &self.revision)
             .field("compacted", &self.compacted)
             .field("applied_index", &self.applied_index)
@@ -117,9 +186,35 @@ impl std::fmt::Debug for Store {
     }
 }
 
+/// Reads the key index from `revs`.
+fn load_index(txn: &ReadTransaction, revision: i64) -> Result<Keys, MvccError> {
+    let revs = txn.open_table(REVS)?;
+    let mut keys = Keys::new();
+    for entry in revs.iter()? {
+        let (at, bytes) = entry?;
+        let (main, sub) = at.value();
+        let record = Record::decode(main, sub, bytes.value())?;
+        if main > revision {
+            return Err(MvccError::Corrupt(format!(
+                "version {main}.{sub} above the store revision {revision}"
+            )));
+        }
+        index::push(
+            &mut keys,
+            record.key,
+            Rev {
+                main,
+                sub,
+                tombstone: record.tombstone,
+            },
+        );
+    }
+    Ok(keys)
+}
+
 impl Store {
     /// Opens the store at `path`, creating an empty one (revision 1) if the
-    /// file does not exist.
+    /// file does not exist, and rebuilds the key index.
     pub fn open(path: impl AsRef<Path>, options: StoreOptions) -> Result<Store, MvccError> {
         let path = path.as_ref().to_path_buf();
         let mut builder = Database::builder();
@@ -130,9 +225,7 @@ impl Store {
         let txn = db.begin_write()?;
         let (revision, compacted, applied) = {
             // Opening a table in a write transaction creates it.
-            txn.open_table(CURRENT)?;
-            txn.open_table(HISTORY)?;
-            txn.open_table(REVLOG)?;
+            txn.open_table(REVS)?;
             txn.open_table(LEASES)?;
             txn.open_table(LEASE_KEYS)?;
             let mut meta = txn.open_table(META)?;
@@ -154,9 +247,19 @@ impl Store {
             read_meta(&meta)?
         };
         txn.commit()?;
+        let keys = load_index(&db.begin_read()?, revision)?;
+        let state = State {
+            db,
+            keys,
+            revision,
+            compacted,
+            applied_index: applied,
+        };
         Ok(Store {
-            db: Arc::new(db),
-            path: Arc::new(path),
+            shared: Arc::new(Shared {
+                state: RwLock::new(state),
+                path,
+            }),
             options,
             revision,
             compacted,
@@ -169,8 +272,7 @@ impl Store {
     /// A read handle on this store (see [`StoreReader`]).
     pub fn reader(&self) -> StoreReader {
         StoreReader {
-            db: Arc::clone(&self.db),
-            path: Arc::clone(&self.path),
+            shared: Arc::clone(&self.shared),
         }
     }
 
@@ -184,7 +286,6 @@ impl Store {
         &mut self,
         commands: &[(u64, Command)],
     ) -> Result<Vec<Result<CommandOutput, MvccError>>, MvccError> {
-        let mut txn = self.db.begin_write()?;
         let fresh = commands
             .iter()
             .filter(|(i, _)| *i > self.applied_index)
@@ -195,16 +296,19 @@ impl Store {
                 self.applied_since_durable + fresh >= self.options.durable_commit_every_commands
             }
         };
+        let mut outputs = Vec::with_capacity(commands.len());
+        let mut applied = self.applied_index;
+        // Only this writer changes the published state, so reading it
+        // under the read lock while readers go on is safe.
+        let state = self.shared.read();
+        let mut txn = state.db.begin_write()?;
         txn.set_durability(if durable {
             Durability::Immediate
         } else {
             Durability::None
         });
-
-        let mut outputs = Vec::with_capacity(commands.len());
-        let mut applied = self.applied_index;
-        let outcome: Result<(i64, i64), MvccError> = (|| {
-            let mut applier = Applier::new(&txn, self.revision, self.compacted)?;
+        let outcome = (|| {
+            let mut applier = Applier::new(&txn, &state.keys, self.revision, self.compacted)?;
             for (index, command) in commands {
                 if *index <= applied {
                     outputs.push(Ok(CommandOutput {
@@ -230,10 +334,11 @@ impl Store {
             if applied != self.applied_index {
                 applier.write_meta(&txn, applied)?;
             }
-            Ok((applier.revision, applier.compacted))
+            Ok(applier.finish())
         })();
-        let (revision, compacted) = match outcome {
-            Ok(state) => state,
+        drop(state);
+        let outcome = match outcome {
+            Ok(outcome) => outcome,
             Err(e) => {
                 // Best effort: dropping the transaction aborts it too.
                 let _ = txn.abort();
@@ -246,8 +351,27 @@ impl Store {
             return Ok(outputs);
         }
         txn.commit()?;
-        self.revision = revision;
-        self.compacted = compacted;
+        // Publish (module invariant 2).
+        {
+            let mut state = self.shared.write();
+            let state = &mut *state;
+            for (key, revs) in outcome.overlay {
+                match state.keys.get_mut(&key) {
+                    Some(existing) => existing.extend(revs),
+                    None => {
+                        state.keys.insert(key, revs);
+                    }
+                }
+            }
+            if let Some(c) = outcome.compact_to {
+                index::compact(&mut state.keys, c);
+            }
+            state.revision = outcome.revision;
+            state.compacted = outcome.compacted;
+            state.applied_index = applied;
+        }
+        self.revision = outcome.revision;
+        self.compacted = outcome.compacted;
         self.applied_index = applied;
         if durable {
             self.durable_applied_index = applied;
@@ -270,7 +394,7 @@ impl Store {
         if self.durable_applied_index == self.applied_index && self.applied_since_durable == 0 {
             return Ok(());
         }
-        let mut txn = self.db.begin_write()?;
+        let mut txn = self.shared.read().db.begin_write()?;
         txn.set_durability(Durability::Immediate);
         txn.commit()?;
         self.durable_applied_index = self.applied_index;
@@ -308,21 +432,30 @@ impl Store {
     /// Replaces the whole state with a snapshot stream written by
     /// [`StoreReader::snapshot_to`]. The stream is verified (structure and
     /// checksum) before anything is committed; on error the store is as it
-    /// was. The commit is durable.
+    /// was. The commit is durable. Readers wait while the new state is
+    /// committed and published (module invariant 4), not while the stream
+    /// is read.
     pub fn restore_from(
         &mut self,
         reader: impl std::io::Read,
     ) -> Result<crate::SnapshotMeta, MvccError> {
-        let mut txn = self.db.begin_write()?;
+        let mut txn = self.shared.read().db.begin_write()?;
         txn.set_durability(Durability::Immediate);
-        let meta = match crate::snapshot::restore_into(&txn, reader) {
-            Ok(meta) => meta,
+        let (meta, keys) = match crate::snapshot::restore_into(&txn, reader) {
+            Ok(restored) => restored,
             Err(e) => {
                 let _ = txn.abort();
                 return Err(e);
             }
         };
-        txn.commit()?;
+        {
+            let mut state = self.shared.write();
+            txn.commit()?;
+            state.keys = keys;
+            state.revision = meta.revision;
+            state.compacted = meta.compact_revision;
+            state.applied_index = meta.applied_index;
+        }
         self.revision = meta.revision;
         self.compacted = meta.compact_revision;
         self.applied_index = meta.applied_index;
@@ -331,7 +464,36 @@ impl Store {
         Ok(meta)
     }
 
-    /// Size of the database file in bytes (etcd's `dbSize`).
+    /// Rewrites the database file compactly and gives the free space back
+    /// to the file system (etcd's Defragment; redb's `Database::compact`).
+    ///
+    /// redb compacts only when no read transaction is live. Readers start
+    /// none while this runs (they begin theirs under the read lock, which
+    /// this holds for writing), so it waits up to 5 s for those in flight
+    /// to end, then fails with a storage error and changes nothing (a long
+    /// [`StoreReader::snapshot_to`] stream can cause that; retry later).
+    /// Reads and applies wait while it runs. It also makes everything
+    /// applied so far durable.
+    pub fn defragment(&mut self) -> Result<(), MvccError> {
+        let mut state = self.shared.write();
+        let deadline = Instant::now() + DEFRAGMENT_READS_WAIT;
+        loop {
+            match state.db.compact() {
+                Ok(_) => break,
+                Err(redb::CompactionError::TransactionInProgress) if Instant::now() < deadline => {
+                    std::thread::sleep(Duration::from_millis(1));
+                }
+                Err(e) => return Err(redb::Error::from(e).into()),
+            }
+        }
+        drop(state);
+        self.durable_applied_index = self.applied_index;
+        self.applied_since_durable = 0;
+        Ok(())
+    }
+
+    /// Size of the database file in bytes (etcd's `dbSize`); shrinks after
+    /// [`Store::defragment`].
     pub fn db_size_bytes(&self) -> Result<u64, MvccError> {
         self.reader().db_size_bytes()
     }
@@ -353,87 +515,76 @@ pub(crate) fn read_meta(
 }
 
 /// A read handle: cheap to clone, `Send + Sync`, and every call reads one
-/// consistent committed state (a redb read transaction) without blocking
-/// the writer.
+/// consistent committed state (the published key index and a redb read
+/// transaction, see the module invariants) without blocking the writer
+/// for longer than it takes to walk the index.
 #[derive(Clone)]
 pub struct StoreReader {
-    db: Arc<Database>,
-    path: Arc<PathBuf>,
+    shared: Arc<Shared>,
 }
 
 impl std::fmt::Debug for StoreReader {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("StoreReader")
-            .field("path", &self.path)
+            .field("path", &self.shared.path)
             .finish()
     }
 }
 
-/// A [`View`] over the tables of a read transaction.
-type ReadView<'a> = View<
-    'a,
-    ReadOnlyTable<&'static [u8], &'static [u8]>,
-    ReadOnlyTable<HistKey<'static>, &'static [u8]>,
->;
-
-/// One read transaction with its tables and meta.
-pub(crate) struct Snapshot {
-    pub txn: ReadTransaction,
-    pub current: ReadOnlyTable<&'static [u8], &'static [u8]>,
-    pub history: ReadOnlyTable<HistKey<'static>, &'static [u8]>,
-    pub revision: i64,
-    pub compacted: i64,
-    pub applied_index: u64,
-}
-
-impl Snapshot {
-    fn view(&self) -> ReadView<'_> {
-        View {
-            current: &self.current,
-            history: &self.history,
-            revision: self.revision,
-            compacted: self.compacted,
+impl StoreReader {
+    /// The published state and a redb read transaction that holds every
+    /// version it names (module invariant 3).
+    fn consistent(&self) -> Result<(RwLockReadGuard<'_, State>, ReadTransaction), MvccError> {
+        loop {
+            let state = self.shared.read();
+            let txn = state.db.begin_read()?;
+            let compacted = txn
+                .open_table(META)?
+                .get(META_COMPACT_REVISION)?
+                .map(|v| v.value())
+                .ok_or_else(|| MvccError::Corrupt("meta.compact_revision missing".into()))?;
+            if compacted == state.compacted {
+                return Ok((state, txn));
+            }
+            // A committed compaction waits for the write lock to be
+            // published; let it.
+            drop(txn);
+            drop(state);
+            std::thread::yield_now();
         }
     }
-}
 
-impl StoreReader {
-    pub(crate) fn snapshot(&self) -> Result<Snapshot, MvccError> {
-        let txn = self.db.begin_read()?;
-        let (revision, compacted, applied_index) = read_meta(&txn.open_table(META)?)?;
-        Ok(Snapshot {
-            current: txn.open_table(CURRENT)?,
-            history: txn.open_table(HISTORY)?,
-            txn,
-            revision,
-            compacted,
-            applied_index,
-        })
+    /// A redb read transaction, begun under the read lock.
+    fn read_txn(&self) -> Result<ReadTransaction, MvccError> {
+        Ok(self.shared.read().db.begin_read()?)
     }
 
     /// etcd's KV.Range, at the latest committed state.
     pub fn range(&self, req: &RangeRequest) -> Result<RangeResponse, MvccError> {
-        self.snapshot()?.view().range(req)
+        let (state, txn) = self.consistent()?;
+        let plan = plan_range(&state.keys, req, state.revision, state.compacted)?;
+        drop(state);
+        plan.finish(&txn.open_table(REVS)?)
     }
 
     /// The latest committed revision.
     pub fn current_revision(&self) -> Result<Revision, MvccError> {
-        Ok(Revision(self.snapshot()?.revision))
+        Ok(Revision(self.shared.read().revision))
     }
 
     /// The compacted revision (-1 if never compacted).
     pub fn compact_revision(&self) -> Result<i64, MvccError> {
-        Ok(self.snapshot()?.compacted)
+        Ok(self.shared.read().compacted)
     }
 
     /// The applied Raft index of the latest committed state.
     pub fn applied_index(&self) -> Result<u64, MvccError> {
-        Ok(self.snapshot()?.applied_index)
+        Ok(self.shared.read().applied_index)
     }
 
     /// Size of the database file in bytes.
     pub fn db_size_bytes(&self) -> Result<u64, MvccError> {
-        Ok(std::fs::metadata(self.path.as_path())?.len())
+        Ok(std::fs::metadata(self.shared.path.as_path())?.len())
     }
 
     /// The stored history of `[key, range_end)` (etcd's range rules) from
@@ -444,6 +595,10 @@ impl StoreReader {
     /// Continue from [`EventBatch::next_revision`]. A `start_revision` below
     /// the compacted revision is [`MvccError::Compacted`] (etcd's watch
     /// rule: strictly below; a watch may start at the compacted revision).
+    ///
+    /// Holds the read lock throughout (every event's `prev_kv` is found in
+    /// the key index), so the apply path waits for a long call: keep
+    /// `limit` modest.
     pub fn events_since(
         &self,
         start_revision: i64,
@@ -451,46 +606,36 @@ impl StoreReader {
         range_end: &[u8],
         limit: usize,
     ) -> Result<EventBatch, MvccError> {
-        let snap = self.snapshot()?;
-        if start_revision < snap.compacted {
+        let (state, txn) = self.consistent()?;
+        if start_revision < state.compacted {
             return Err(MvccError::Compacted {
-                compact_revision: snap.compacted,
+                compact_revision: state.compacted,
             });
         }
         let mut batch = EventBatch {
             events: Vec::new(),
-            next_revision: start_revision.max(snap.revision + 1),
-            current_revision: snap.revision,
-            compact_revision: snap.compacted,
+            next_revision: start_revision.max(state.revision + 1),
+            current_revision: state.revision,
+            compact_revision: state.compacted,
         };
+        let revs = txn.open_table(REVS)?;
         let range = KeyRange::new(key, range_end);
-        let view = snap.view();
         let limit = if limit == 0 { usize::MAX } else { limit };
         let mut last_main = i64::MIN;
         // Returns false once the batch is full at a revision boundary.
-        let mut push = |key: &[u8],
-                        main: i64,
-                        sub: u32,
-                        bytes: &[u8],
-                        batch: &mut EventBatch|
-         -> Result<bool, MvccError> {
+        let mut push = |record: Record<'_>, batch: &mut EventBatch| -> Result<bool, MvccError> {
+            let (main, sub) = (record.mod_main, record.mod_sub);
             if batch.events.len() >= limit && main != last_main {
                 batch.next_revision = main;
                 return Ok(false);
             }
             last_main = main;
-            let record = Record::decode(bytes)?;
-            let prev = view
-                .history
-                .range::<HistKey<'_>>((key, i64::MIN, 0)..(key, main, sub))?
-                .next_back()
-                .transpose()?;
-            let prev_kv = match prev {
-                Some((_, v)) => {
-                    let p = Record::decode(v.value())?;
-                    (!p.tombstone).then(|| p.to_kv(key, true))
-                }
-                None => None,
+            let key = record.key;
+            let history = state.keys.get(key).map_or(&[][..], |v| v.as_slice());
+            let before = history.partition_point(|r| r.at() < (main, sub));
+            let prev_kv = match before.checked_sub(1).map(|i| history[i]) {
+                Some(p) if !p.tombstone => Some(with_record(&revs, p, |r| Ok(r.to_kv(true)))?),
+                _ => None,
             };
             batch.events.push(if record.tombstone {
                 Event {
@@ -505,7 +650,7 @@ impl StoreReader {
             } else {
                 Event {
                     kind: EventKind::Put,
-                    kv: record.to_kv(key, true),
+                    kv: record.to_kv(true),
                     prev_kv,
                 }
             });
@@ -513,32 +658,30 @@ impl StoreReader {
         };
         match range {
             KeyRange::Empty => {}
-            // One key: its own history is already in revision order.
+            // One key: its revisions are in the index.
             KeyRange::Single(k) => {
-                for entry in view
-                    .history
-                    .range::<HistKey<'_>>((k, start_revision, 0)..=(k, i64::MAX, u32::MAX))?
-                {
-                    let (hk, v) = entry?;
-                    let (_, main, sub) = hk.value();
-                    if !push(k, main, sub, v.value(), &mut batch)? {
+                let history = state.keys.get(k).map_or(&[][..], |v| v.as_slice());
+                let from = history.partition_point(|r| r.main < start_revision);
+                for rev in &history[from..] {
+                    let guard = revs.get(rev.at())?;
+                    if !push(crate::read::fetch(&guard, *rev)?, &mut batch)? {
                         break;
                     }
                 }
             }
+            // A span: walk the versions in revision order, up to the
+            // published revision.
             KeyRange::Span { .. } => {
-                let revlog = snap.txn.open_table(REVLOG)?;
-                for entry in revlog.range::<(i64, u32)>((start_revision, 0)..)? {
-                    let (rk, k) = entry?;
-                    let (main, sub) = rk.value();
-                    let k = k.value();
-                    if !range.contains(k) {
+                for entry in
+                    revs.range::<(i64, u32)>((start_revision, 0)..=(state.revision, u32::MAX))?
+                {
+                    let (at, bytes) = entry?;
+                    let (main, sub) = at.value();
+                    let record = Record::decode(main, sub, bytes.value())?;
+                    if !range.contains(record.key) {
                         continue;
                     }
-                    let bytes = view.history.get((k, main, sub))?.ok_or_else(|| {
-                        MvccError::Corrupt(format!("revlog entry {main}.{sub} without history"))
-                    })?;
-                    if !push(k, main, sub, bytes.value(), &mut batch)? {
+                    if !push(record, &mut batch)? {
                         break;
                     }
                 }
@@ -553,68 +696,63 @@ impl StoreReader {
     /// version of its key is at or below `revision` (etcd's `keep` filter,
     /// which makes the hash independent of physical compaction progress).
     ///
-    /// Comparable between Concord members, not with etcd (whose bytes differ).
+    /// Comparable between Concord members, not with etcd (whose bytes
+    /// differ); unchanged by schema 2 (see `Record::hash_into`).
     pub fn hash_kv(&self, revision: i64) -> Result<HashKv, MvccError> {
-        let snap = self.snapshot()?;
-        if revision > 0 && revision <= snap.compacted {
+        let (state, txn) = self.consistent()?;
+        let (current, compacted) = (state.revision, state.compacted);
+        if revision > 0 && revision <= compacted {
             return Err(MvccError::Compacted {
-                compact_revision: snap.compacted,
+                compact_revision: compacted,
             });
         }
-        if revision > snap.revision {
+        if revision > current {
             return Err(MvccError::FutureRevision {
-                current_revision: snap.revision,
+                current_revision: current,
             });
         }
-        let rev = if revision <= 0 {
-            snap.revision
-        } else {
-            revision
-        };
-        let revlog = snap.txn.open_table(REVLOG)?;
-        // etcd starts its hash with the bucket name.
-        let mut hash = crc32c::crc32c(b"key");
-        for entry in revlog.range::<(i64, u32)>(..=(rev, u32::MAX))? {
-            let (rk, k) = entry?;
-            let (main, sub) = rk.value();
-            let k = k.value();
-            if main <= snap.compacted {
-                let newer = snap
-                    .history
-                    .range::<HistKey<'_>>((
-                        std::ops::Bound::Excluded((k, main, sub)),
-                        std::ops::Bound::Included((k, rev, u32::MAX)),
-                    ))?
-                    .next()
-                    .is_some();
-                if newer {
-                    continue;
+        let rev = if revision <= 0 { current } else { revision };
+        // Versions at or below the compacted revision with a newer version
+        // at or below `rev`: found on the index, then the lock is released.
+        let mut skip: Vec<(i64, u32)> = Vec::new();
+        for revs in state.keys.values() {
+            for pair in revs.windows(2) {
+                if pair[0].main > compacted {
+                    break;
+                }
+                if pair[1].main <= rev {
+                    skip.push(pair[0].at());
                 }
             }
-            let bytes = snap.history.get((k, main, sub))?.ok_or_else(|| {
-                MvccError::Corrupt(format!("revlog entry {main}.{sub} without history"))
-            })?;
-            hash = crc32c::crc32c_append(hash, &main.to_le_bytes());
-            hash = crc32c::crc32c_append(hash, &sub.to_le_bytes());
-            hash = crc32c::crc32c_append(hash, &(k.len() as u64).to_le_bytes());
-            hash = crc32c::crc32c_append(hash, k);
-            hash = crc32c::crc32c_append(hash, bytes.value());
+        }
+        drop(state);
+        skip.sort_unstable();
+        let revs = txn.open_table(REVS)?;
+        // etcd starts its hash with the bucket name.
+        let mut hash = crc32c::crc32c(b"key");
+        for entry in revs.range::<(i64, u32)>(..=(rev, u32::MAX))? {
+            let (at, bytes) = entry?;
+            let (main, sub) = at.value();
+            if main <= compacted && skip.binary_search(&(main, sub)).is_ok() {
+                continue;
+            }
+            hash = Record::decode(main, sub, bytes.value())?.hash_into(hash);
         }
         Ok(HashKv {
             hash,
-            compact_revision: snap.compacted,
-            revision: snap.revision,
+            compact_revision: compacted,
+            revision: current,
         })
     }
 
     /// One lease with its attached keys (LeaseTimeToLive with `keys`).
     pub fn lease(&self, id: i64) -> Result<Option<LeaseInfo>, MvccError> {
-        let snap = self.snapshot()?;
-        let leases = snap.txn.open_table(LEASES)?;
+        let txn = self.read_txn()?;
+        let leases = txn.open_table(LEASES)?;
         let Some((granted_ttl, remaining_ttl)) = leases.get(id)?.map(|v| v.value()) else {
             return Ok(None);
         };
-        let lease_keys = snap.txn.open_table(LEASE_KEYS)?;
+        let lease_keys = txn.open_table(LEASE_KEYS)?;
         let hi = match id.checked_add(1) {
             Some(next) => std::ops::Bound::Excluded((next, &[][..])),
             None => std::ops::Bound::Unbounded,
@@ -636,8 +774,8 @@ impl StoreReader {
     /// Every lease, by ascending id, without keys (LeaseLeases, and what
     /// a new leader's lessor starts from).
     pub fn leases(&self) -> Result<Vec<LeaseInfo>, MvccError> {
-        let snap = self.snapshot()?;
-        let leases = snap.txn.open_table(LEASES)?;
+        let txn = self.read_txn()?;
+        let leases = txn.open_table(LEASES)?;
         let mut out = Vec::new();
         for entry in leases.iter()? {
             let (id, v) = entry?;
@@ -652,82 +790,65 @@ impl StoreReader {
         Ok(out)
     }
 
-    /// Checks the schema invariants (`schema.rs`) over the whole store:
-    /// O(size), for tests, the simulator and offline corruption checks.
-    /// Returns [`MvccError::Corrupt`] naming the first violation.
+    /// Checks the schema invariants (`schema.rs`) and the index invariants
+    /// (`index.rs`) over the whole store: O(size), for tests, the simulator
+    /// and offline corruption checks. Returns [`MvccError::Corrupt`] naming
+    /// the first violation. Holds the read lock throughout.
     pub fn verify(&self) -> Result<(), MvccError> {
-        let snap = self.snapshot()?;
-        let revlog = snap.txn.open_table(REVLOG)?;
-        let leases = snap.txn.open_table(LEASES)?;
-        let lease_keys = snap.txn.open_table(LEASE_KEYS)?;
-        let bad = |what: String| Err(MvccError::Corrupt(what));
-        let (mut versions, mut live, mut leased) = (0u64, 0u64, 0u64);
-        let mut newest: Option<(Vec<u8>, Vec<u8>)> = None;
-        let mut below_compacted_for_key = 0;
-        let mut check_newest = |newest: Option<(Vec<u8>, Vec<u8>)>| -> Result<(), MvccError> {
-            let Some((key, bytes)) = newest else {
-                return Ok(());
-            };
-            let record = Record::decode(&bytes)?;
-            let cur = snap
-                .current
-                .get(key.as_slice())?
-                .map(|v| v.value().to_vec());
-            match (record.tombstone, cur) {
-                (true, None) => {}
-                (false, Some(c)) if c == bytes => {
-                    live += 1;
-                    if record.lease != 0 {
-                        leased += 1;
-                        if lease_keys.get((record.lease, key.as_slice()))?.is_none()
-                            || leases.get(record.lease)?.is_none()
-                        {
-                            return bad(format!("lease {} of {key:?} not recorded", record.lease));
-                        }
-                    }
-                }
-                _ => return bad(format!("current of {key:?} disagrees with history")),
+        let (state, txn) = loop {
+            let (state, txn) = self.consistent()?;
+            let meta = read_meta(&txn.open_table(META)?)?;
+            if meta == (state.revision, state.compacted, state.applied_index) {
+                break (state, txn);
             }
-            Ok(())
+            drop(state);
+            std::thread::yield_now();
         };
-        for entry in snap.history.iter()? {
-            let (k, v) = entry?;
-            let (key, main, sub) = k.value();
-            let record = Record::decode(v.value())?;
-            versions += 1;
-            if record.mod_main != main || record.mod_sub != sub || main > snap.revision {
-                return bad(format!("version {main}.{sub} of {key:?} misplaced"));
+        let bad = |what: String| Err(MvccError::Corrupt(what));
+        let stored = load_index(&txn, state.revision)?;
+        if stored != state.keys {
+            return bad("the key index disagrees with the stored versions".into());
+        }
+        let revs = txn.open_table(REVS)?;
+        let leases = txn.open_table(LEASES)?;
+        let lease_keys = txn.open_table(LEASE_KEYS)?;
+        let mut leased = 0u64;
+        for (key, history) in &stored {
+            let below = history
+                .iter()
+                .filter(|r| r.main <= state.compacted)
+                .collect::<Vec<_>>();
+            if below.len() > 1 || below.iter().any(|r| r.tombstone) {
+                return bad(format!("{key:?} keeps superseded history"));
             }
-            if revlog.get((main, sub))?.map(|g| g.value() == key) != Some(true) {
-                return bad(format!("revlog lacks {main}.{sub}"));
+            let newest = *history.last().expect("indexed keys have a version");
+            if newest.tombstone {
+                continue;
             }
-            if newest.as_ref().is_none_or(|(k, _)| k.as_slice() != key) {
-                check_newest(newest.take())?;
-                below_compacted_for_key = 0;
-            }
-            if main <= snap.compacted {
-                below_compacted_for_key += 1;
-                if record.tombstone || below_compacted_for_key > 1 {
-                    return bad(format!("{key:?} keeps superseded history at {main}"));
+            let lease = with_record(&revs, newest, |r| Ok(r.lease))?;
+            if lease != 0 {
+                leased += 1;
+                if lease_keys.get((lease, &key[..]))?.is_none() || leases.get(lease)?.is_none() {
+                    return bad(format!("lease {lease} of {key:?} not recorded"));
                 }
             }
-            newest = Some((key.to_vec(), v.value().to_vec()));
         }
-        check_newest(newest.take())?;
-        if revlog.len()? != versions || snap.current.len()? != live || lease_keys.len()? != leased {
-            return bad("table sizes disagree".into());
+        if lease_keys.len()? != leased {
+            return bad("lease_keys holds detached keys".into());
         }
         Ok(())
     }
 
-    /// Streams the whole state machine (for a Raft snapshot): history,
-    /// leases and meta, framed and followed by a crc32c. Reads one committed
-    /// state; the writer keeps going meanwhile.
+    /// Streams the whole state machine (for a Raft snapshot): versions in
+    /// revision order, leases and meta, framed and followed by a crc32c.
+    /// Reads one redb read transaction (it needs no key index); the writer
+    /// keeps going meanwhile. Writes through a small buffer: nothing is
+    /// held in memory beyond it.
     pub fn snapshot_to(
         &self,
         writer: impl std::io::Write,
     ) -> Result<crate::SnapshotMeta, MvccError> {
-        let snap = self.snapshot()?;
-        crate::snapshot::write_snapshot(&snap, writer)
+        let txn = self.read_txn()?;
+        crate::snapshot::write_snapshot(&txn, writer)
     }
 }
