@@ -31,10 +31,11 @@ pub struct CheckArgs {
     /// Members of the test cluster (3 or 5).
     #[arg(long, default_value_t = 3)]
     nodes: usize,
-    /// Workload: register (read/write/cas) or set (unique adds, final read).
+    /// Workload: register (read/write/cas), set (unique adds, final read) or
+    /// lock (Lock service, leases, fenced writes, Unlock).
     #[arg(long, default_value = "register")]
     workload: String,
-    /// Faults, comma-separated: partition, kill, pause, clock (or none).
+    /// Faults, comma-separated: partition, kill, pause, clock, member (or none).
     #[arg(long, default_value = "partition")]
     nemesis: String,
     /// Seconds of load and faults.
@@ -49,6 +50,10 @@ pub struct CheckArgs {
     /// Serve reads locally (not linearizable by design: for testing the test).
     #[arg(long)]
     serializable_reads: bool,
+    /// lock workload: drop the fence from the writes (stale holders' writes
+    /// then apply: for testing the test).
+    #[arg(long)]
+    unfenced_writes: bool,
     /// Seed of the random choices (default: from the clock; printed).
     #[arg(long)]
     seed: Option<u64>,
@@ -94,6 +99,7 @@ fn config_from(args: CheckArgs) -> anyhow::Result<RunConfig> {
     config.time_limit = Duration::from_secs(args.time_limit);
     config.clients = args.clients.unwrap_or(2 * args.nodes);
     config.serializable_reads = args.serializable_reads;
+    config.lock.fenced = !args.unfenced_writes;
     config.seed = args.seed.unwrap_or_else(|| {
         SystemTime::now()
             .duration_since(UNIX_EPOCH)
@@ -102,8 +108,11 @@ fn config_from(args: CheckArgs) -> anyhow::Result<RunConfig> {
     config.op_timeout = Duration::from_millis(args.op_timeout_ms);
     config.check_budget = Duration::from_secs(args.check_budget);
     config.progress = Some(Arc::new(|line: &str| eprintln!("{line}")));
-    if config.workload == WorkloadKind::Set && config.serializable_reads {
+    if config.workload != WorkloadKind::Register && config.serializable_reads {
         bail!("--serializable-reads applies to the register workload only");
+    }
+    if config.workload != WorkloadKind::Lock && args.unfenced_writes {
+        bail!("--unfenced-writes applies to the lock workload only");
     }
     config.validate()?;
     Ok(config)

@@ -42,8 +42,30 @@ use std::time::{Duration, Instant};
 use rand::Rng;
 use serde::{Deserialize, Serialize};
 
+use concord_etcd_proto::etcdserverpb as pb;
+use concord_etcd_proto::etcdserverpb::cluster_client::ClusterClient;
+use concord_etcd_proto::tonic::transport::{Channel, Endpoint};
+
 use crate::error::HarnessError;
 use crate::http;
+
+/// Bound on one membership change (remove or add), retries included:
+/// room for several elections and the members' own request timeout.
+pub const MEMBERSHIP_TIMEOUT: Duration = Duration::from_secs(20);
+
+/// Budget of one Cluster service call.
+const MEMBERSHIP_CALL_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// Pause between attempts of a membership change.
+const MEMBERSHIP_RETRY: Duration = Duration::from_millis(200);
+
+/// A Cluster service client of `url` (connects on first use).
+fn cluster_client(url: &str) -> Result<ClusterClient<Channel>, String> {
+    let endpoint = Endpoint::from_shared(url.to_owned())
+        .map_err(|e| format!("{url}: {e}"))?
+        .connect_timeout(Duration::from_millis(500));
+    Ok(ClusterClient::new(endpoint.connect_lazy()))
+}
 
 /// Heartbeat interval given to members (ms). Short, so that a test of a
 /// few tens of seconds sees many elections; loopback round trips are tens
@@ -145,6 +167,9 @@ pub enum ProcessState {
     Paused,
     /// Killed (or exited); restart it with [`Cluster::restart`].
     Down,
+    /// Removed from the cluster (MemberRemove), its process stopped and
+    /// its data wiped; bring it back with [`Cluster::add_back`].
+    Removed,
 }
 
 /// A child process killed and reaped on drop (invariant 1).
@@ -268,6 +293,11 @@ struct Member {
     log_path: PathBuf,
     child: Option<ChildGuard>,
     paused: bool,
+    /// Removed from the cluster's configuration (and not added back yet).
+    removed: bool,
+    /// Started with `--initial-cluster-state existing` (re-added after a
+    /// removal): restarts must join the same way.
+    joined: bool,
     /// Learned from `/status` at first start; stable across restarts (it
     /// lives in the data directory).
     id: u64,
@@ -316,6 +346,8 @@ impl Cluster {
                     admin_port: base + 2,
                     child: None,
                     paused: false,
+                    removed: false,
+                    joined: false,
                     id: 0,
                     faults: MemberFaults::healthy(),
                 }
@@ -385,6 +417,9 @@ impl Cluster {
     /// by itself counts as down.
     pub fn state(&mut self, i: usize) -> ProcessState {
         let member = &mut self.members[i];
+        if member.removed {
+            return ProcessState::Removed;
+        }
         let exited = match &mut member.child {
             None => true,
             Some(child) => !matches!(child.0.try_wait(), Ok(None)),
@@ -564,8 +599,9 @@ impl Cluster {
         unreachable
     }
 
-    /// Ends every fault: resumes paused members, restarts dead ones, clears
-    /// partitions and timer skew. Returns what could not be done.
+    /// Ends every fault: resumes paused members, restarts dead ones, adds
+    /// removed ones back, clears partitions and timer skew. Returns what
+    /// could not be done, and the steps of adding members back.
     pub async fn heal_all(&mut self) -> Vec<String> {
         let mut problems = Vec::new();
         for i in 0..self.len() {
@@ -574,12 +610,252 @@ impl Cluster {
                 ProcessState::Paused => self.resume(i).await,
                 ProcessState::Down => self.restart(i).await,
                 ProcessState::Running => self.reapply_faults(i).await,
+                // Added back below, once the others run and can elect.
+                ProcessState::Removed => Ok(()),
             };
             if let Err(e) = result {
                 problems.push(e.to_string());
             }
         }
+        for i in 0..self.len() {
+            if self.state(i) != ProcessState::Removed {
+                continue;
+            }
+            let steps = std::sync::Mutex::new(Vec::new());
+            let note = |step: String| steps.lock().unwrap_or_else(|e| e.into_inner()).push(step);
+            let result = self.add_back(i, &note).await;
+            problems.extend(steps.into_inner().unwrap_or_else(|e| e.into_inner()));
+            if let Err(e) = result {
+                problems.push(e.to_string());
+            }
+        }
         problems
+    }
+
+    /// Member `i`'s peer URL.
+    pub fn peer_url(&self, i: usize) -> String {
+        format!("http://127.0.0.1:{}", self.members[i].peer_port)
+    }
+
+    /// Whether member `i` is removed from the configuration.
+    pub fn is_removed(&self, i: usize) -> bool {
+        self.members[i].removed
+    }
+
+    /// The member list as member `at` answers it.
+    async fn member_list(&self, at: usize) -> Result<Vec<pb::Member>, String> {
+        let mut client = cluster_client(&self.client_url(at))?;
+        tokio::time::timeout(
+            MEMBERSHIP_CALL_TIMEOUT,
+            client.member_list(pb::MemberListRequest::default()),
+        )
+        .await
+        .map_err(|_| format!("no answer within {MEMBERSHIP_CALL_TIMEOUT:?}"))?
+        .map(|r| r.into_inner().members)
+        .map_err(|s| format!("{:?}: {}", s.code(), s.message()))
+    }
+
+    /// Names of the members a member list shows (ids we do not know are
+    /// shown in hex).
+    fn describe_members(&self, members: &[pb::Member]) -> String {
+        let names: Vec<String> = members
+            .iter()
+            .map(|m| {
+                self.members
+                    .iter()
+                    .find(|ours| ours.id == m.id)
+                    .map_or_else(|| format!("{:x}", m.id), |ours| ours.name.clone())
+            })
+            .collect();
+        format!("{{{}}}", names.join(", "))
+    }
+
+    /// Removes member `i` from the cluster: MemberRemove sent to the
+    /// leader (retried on errors, each retry first asking the leader's
+    /// member list whether an earlier attempt took effect), then SIGKILL
+    /// and its data directory wiped. Every step is told to `note`. The
+    /// caller keeps a majority: removing more than a minority at a time is
+    /// refused.
+    pub async fn remove(
+        &mut self,
+        i: usize,
+        note: &(dyn Fn(String) + Send + Sync),
+    ) -> Result<(), HarnessError> {
+        let name = self.members[i].name.clone();
+        let err = |reason: String| HarnessError::Admin {
+            member: name.clone(),
+            reason,
+        };
+        if self.members[i].removed {
+            return Err(err("already removed".into()));
+        }
+        let removed = self.members.iter().filter(|m| m.removed).count();
+        if 2 * (removed + 1) >= self.len() {
+            return Err(err(format!(
+                "removing it would leave {} of {} members: no majority",
+                self.len() - removed - 1,
+                self.len()
+            )));
+        }
+        let id = self.members[i].id;
+        let deadline = Instant::now() + MEMBERSHIP_TIMEOUT;
+        loop {
+            if let Some(leader) = self.leader().await {
+                let leader_name = self.members[leader].name.clone();
+                match self.member_list(leader).await {
+                    Ok(list) if !list.iter().any(|m| m.id == id) => {
+                        note(format!(
+                            "{name} is no longer a member (leader {leader_name} lists {})",
+                            self.describe_members(&list)
+                        ));
+                        break;
+                    }
+                    _ => {}
+                }
+                note(format!(
+                    "MemberRemove {name} (id {id:x}) sent to leader {leader_name}"
+                ));
+                let answer = match cluster_client(&self.client_url(leader)) {
+                    Ok(mut client) => tokio::time::timeout(
+                        MEMBERSHIP_CALL_TIMEOUT,
+                        client.member_remove(pb::MemberRemoveRequest { id }),
+                    )
+                    .await
+                    .map_err(|_| format!("no answer within {MEMBERSHIP_CALL_TIMEOUT:?}"))
+                    .and_then(|r| r.map_err(|s| format!("{:?}: {}", s.code(), s.message()))),
+                    Err(e) => Err(e),
+                };
+                match answer {
+                    Ok(response) => {
+                        note(format!(
+                            "MemberRemove answered: members now {}",
+                            self.describe_members(&response.into_inner().members)
+                        ));
+                        break;
+                    }
+                    Err(e) => note(format!("MemberRemove via {leader_name}: {e}; retrying")),
+                }
+            }
+            if Instant::now() >= deadline {
+                return Err(err(format!(
+                    "MemberRemove did not succeed within {MEMBERSHIP_TIMEOUT:?}"
+                )));
+            }
+            tokio::time::sleep(MEMBERSHIP_RETRY).await;
+        }
+        self.kill(i);
+        let dir = self.members[i].data_dir.clone();
+        match std::fs::remove_dir_all(&dir) {
+            Ok(()) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(e) => return Err(HarnessError::io(format!("wiping {}", dir.display()), e)),
+        }
+        self.members[i].removed = true;
+        note(format!(
+            "stopped {name} (SIGKILL) and wiped its data directory {}",
+            dir.display()
+        ));
+        Ok(())
+    }
+
+    /// Adds removed member `i` back: MemberAdd of its peer URL sent to the
+    /// leader (retried like [`Cluster::remove`]), then starts it on an
+    /// empty data directory with `--initial-cluster-state existing` and the
+    /// current members as `--initial-cluster`, so it catches up from the
+    /// leader (log or snapshot). Returns its member id, which the cluster
+    /// derives from the peer URL and token (so it is the removed one's).
+    pub async fn add_back(
+        &mut self,
+        i: usize,
+        note: &(dyn Fn(String) + Send + Sync),
+    ) -> Result<u64, HarnessError> {
+        let name = self.members[i].name.clone();
+        let err = |reason: String| HarnessError::Admin {
+            member: name.clone(),
+            reason,
+        };
+        if !self.members[i].removed {
+            return Ok(self.members[i].id);
+        }
+        let url = self.peer_url(i);
+        let old_id = self.members[i].id;
+        let deadline = Instant::now() + MEMBERSHIP_TIMEOUT;
+        let new_id = loop {
+            if let Some(leader) = self.leader().await {
+                let leader_name = self.members[leader].name.clone();
+                if let Ok(list) = self.member_list(leader).await {
+                    if let Some(m) = list.iter().find(|m| m.peer_ur_ls.contains(&url)) {
+                        note(format!(
+                            "{url} is already a member (id {:x}; leader {leader_name} lists {})",
+                            m.id,
+                            self.describe_members(&list)
+                        ));
+                        break m.id;
+                    }
+                }
+                note(format!(
+                    "MemberAdd {url} ({name}) sent to leader {leader_name}"
+                ));
+                let answer = match cluster_client(&self.client_url(leader)) {
+                    Ok(mut client) => tokio::time::timeout(
+                        MEMBERSHIP_CALL_TIMEOUT,
+                        client.member_add(pb::MemberAddRequest {
+                            peer_ur_ls: vec![url.clone()],
+                            is_learner: false,
+                        }),
+                    )
+                    .await
+                    .map_err(|_| format!("no answer within {MEMBERSHIP_CALL_TIMEOUT:?}"))
+                    .and_then(|r| r.map_err(|s| format!("{:?}: {}", s.code(), s.message()))),
+                    Err(e) => Err(e),
+                };
+                match answer {
+                    Ok(response) => {
+                        let response = response.into_inner();
+                        if let Some(added) = response.member {
+                            note(format!(
+                                "MemberAdd answered: id {:x}{}; {} members",
+                                added.id,
+                                if added.id == old_id {
+                                    " (the removed member's id: ids derive from peer URLs)"
+                                } else {
+                                    " (a new id)"
+                                },
+                                response.members.len()
+                            ));
+                            break added.id;
+                        }
+                        note("MemberAdd answered without the added member; checking".into());
+                    }
+                    Err(e) => note(format!("MemberAdd via {leader_name}: {e}; retrying")),
+                }
+            }
+            if Instant::now() >= deadline {
+                return Err(err(format!(
+                    "MemberAdd did not succeed within {MEMBERSHIP_TIMEOUT:?}"
+                )));
+            }
+            tokio::time::sleep(MEMBERSHIP_RETRY).await;
+        };
+        let member = &mut self.members[i];
+        member.removed = false;
+        member.joined = true;
+        member.id = new_id;
+        let child = self.spawn(i)?;
+        self.members[i].child = Some(child);
+        let status = self.wait_ready(i).await?;
+        if status.member_id != new_id {
+            note(format!(
+                "{name} started as id {:x}, not the added {new_id:x}",
+                status.member_id
+            ));
+            self.members[i].id = status.member_id;
+        }
+        note(format!(
+            "started {name} on an empty data directory with --initial-cluster-state existing"
+        ));
+        self.reapply_faults(i).await?;
+        Ok(new_id)
     }
 
     fn admin_addr(&self, i: usize) -> SocketAddr {
@@ -589,12 +865,18 @@ impl Cluster {
     fn spawn(&self, i: usize) -> Result<ChildGuard, HarnessError> {
         let member = &self.members[i];
         let url = |port: u16| format!("http://127.0.0.1:{port}");
+        // A member that joined a running cluster names the members of the
+        // configuration it joined (every member not removed, itself
+        // included); the original members name the initial cluster.
         let initial_cluster = self
             .members
             .iter()
-            .map(|m| format!("{}={}", m.name, url(m.peer_port)))
+            .enumerate()
+            .filter(|(j, m)| !member.joined || *j == i || !m.removed)
+            .map(|(_, m)| format!("{}={}", m.name, url(m.peer_port)))
             .collect::<Vec<_>>()
             .join(",");
+        let cluster_state = if member.joined { "existing" } else { "new" };
         let mut log = OpenOptions::new()
             .create(true)
             .append(true)
@@ -615,7 +897,7 @@ impl Cluster {
             .args(["--initial-advertise-peer-urls", &url(member.peer_port)])
             .args(["--initial-cluster", &initial_cluster])
             .args(["--initial-cluster-token", &self.spec.token])
-            .args(["--initial-cluster-state", "new"])
+            .args(["--initial-cluster-state", cluster_state])
             .args([
                 "--heartbeat-interval",
                 &self.spec.heartbeat_interval_ms.to_string(),

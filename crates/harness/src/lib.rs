@@ -14,6 +14,8 @@
 //!   discovery. Owns every child; all die when it drops.
 //! - [`workload`]: the clients (`register`, `set`), outcome classification
 //!   (`ok` / `fail` / `info`) and the final reads.
+//! - [`lock`]: the `lock` workload (Lock service, leases, fenced writes)
+//!   and its fencing checks.
 //! - [`nemesis`]: fault schedules (`partition`, `kill`, `pause`, `clock`,
 //!   combinable) and the nemesis log.
 //! - [`run`]: one whole test, from an empty folder to a verdict.
@@ -36,6 +38,7 @@
 pub mod cluster;
 pub mod error;
 mod http;
+pub mod lock;
 pub mod nemesis;
 pub mod report;
 pub mod run;
@@ -43,6 +46,7 @@ pub mod workload;
 
 pub use cluster::{Cluster, ClusterSpec, Cut, MemberStatus, ProcessState};
 pub use error::HarnessError;
+pub use lock::{check_fencing, FenceOutcome, FenceViolation, FencedWrite, LockOptions};
 pub use nemesis::{parse_nemeses, NemesisKind, NemesisLog};
-pub use run::{run, OpCounts, RunConfig, RunOutcome};
+pub use run::{run, Checked, LockSummary, OpCounts, RunConfig, RunOutcome};
 pub use workload::{ErrorTally, Recorded, WorkloadConfig, WorkloadKind};

@@ -20,6 +20,11 @@
 //!   SIGCONT.
 //! - `clock`: skew the timers of some members (ticks from 10x faster to
 //!   10x slower) through the admin endpoint; then reset them.
+//! - `member`: remove a random member (MemberRemove through the leader),
+//!   stop it and wipe its data directory; then add it back (MemberAdd of
+//!   its peer URL) and start it empty with `--initial-cluster-state
+//!   existing`, so it catches up from the leader. At most a minority is
+//!   ever removed ([`crate::Cluster::remove`] refuses more).
 //!
 //! Every start and end of a fault, and every step that could not be done,
 //! goes to the [`NemesisLog`] with its time on the run's [`Clock`].
@@ -42,7 +47,7 @@ use rand::rngs::SmallRng;
 use rand::seq::SliceRandom;
 use rand::{Rng, SeedableRng};
 
-use crate::cluster::{Cluster, Cut};
+use crate::cluster::{Cluster, Cut, ProcessState};
 use crate::error::HarnessError;
 use crate::workload::Clock;
 
@@ -78,15 +83,18 @@ pub enum NemesisKind {
     Pause,
     /// Timer skew.
     Clock,
+    /// Membership change: remove a member, wipe it, add it back.
+    Member,
 }
 
 impl NemesisKind {
     /// Every kind, in CLI order.
-    pub const ALL: [NemesisKind; 4] = [
+    pub const ALL: [NemesisKind; 5] = [
         NemesisKind::Partition,
         NemesisKind::Kill,
         NemesisKind::Pause,
         NemesisKind::Clock,
+        NemesisKind::Member,
     ];
 
     /// The name on the command line.
@@ -96,6 +104,7 @@ impl NemesisKind {
             NemesisKind::Kill => "kill",
             NemesisKind::Pause => "pause",
             NemesisKind::Clock => "clock",
+            NemesisKind::Member => "member",
         }
     }
 }
@@ -115,7 +124,7 @@ impl FromStr for NemesisKind {
             .find(|k| k.as_str() == s)
             .ok_or_else(|| {
                 HarnessError::Config(format!(
-                    "unknown nemesis {s:?} (expected partition, kill, pause, clock or none)"
+                    "unknown nemesis {s:?} (expected partition, kill, pause, clock, member or none)"
                 ))
             })
     }
@@ -359,6 +368,7 @@ enum Healer {
     Restart(Vec<usize>),
     Resume(usize),
     Clock(Vec<usize>),
+    AddBack(usize),
     Nothing,
 }
 
@@ -462,6 +472,42 @@ async fn start_fault(
             log.record(me, "start", format!("skew timers: {}", details.join(", ")));
             Healer::Clock(skewed)
         }
+        NemesisKind::Member => {
+            let candidates: Vec<usize> = (0..n)
+                .filter(|&i| cluster.state(i) == ProcessState::Running)
+                .collect();
+            let Some(&victim) = candidates.choose(rng) else {
+                log.record(me, "note", "no running member to remove");
+                return Healer::Nothing;
+            };
+            let leader = cluster.leader().await;
+            let why = if leader == Some(victim) {
+                "the leader"
+            } else {
+                "a follower"
+            };
+            log.record(
+                me,
+                "start",
+                format!("remove {} ({why}), wipe its data", cluster.name(victim)),
+            );
+            let note = |step: String| log.record(me, "note", step);
+            match cluster.remove(victim, &note).await {
+                Ok(()) => Healer::AddBack(victim),
+                Err(e) => {
+                    log.record(me, "note", format!("remove failed: {e}"));
+                    // A member whose removal failed half-way (removed from
+                    // the configuration but not stopped) is left to the
+                    // final heal, which adds back what is removed.
+                    if cluster.is_removed(victim) {
+                        Healer::AddBack(victim)
+                    } else {
+                        log.record(me, "end", "nothing to undo");
+                        Healer::Nothing
+                    }
+                }
+            }
+        }
     }
 }
 
@@ -506,6 +552,17 @@ async fn end_fault(kind: NemesisKind, cluster: &SharedCluster, healer: Healer, l
                 if let Err(e) = cluster.set_clock(i, 100).await {
                     log.record(me, "note", e.to_string());
                 }
+            }
+        }
+        Healer::AddBack(victim) => {
+            log.record(
+                me,
+                "end",
+                format!("add {} back, empty, to rejoin", cluster.name(victim)),
+            );
+            let note = |step: String| log.record(me, "note", step);
+            if let Err(e) = cluster.add_back(victim, &note).await {
+                log.record(me, "note", format!("add back failed: {e}"));
             }
         }
         Healer::Nothing => {}

@@ -17,11 +17,102 @@ use std::collections::BTreeMap;
 use std::fmt::Write as _;
 use std::time::Duration;
 
-use concord_check::{CheckReport, Explanation, Outcome, Verdict};
+use concord_check::{Explanation, Operation, Outcome, Verdict};
 
 use crate::nemesis::{NemesisKind, NemesisLog};
-use crate::run::{OpCounts, RunConfig};
-use crate::workload::{ErrorTally, RegisterOp, SetSummary};
+use crate::run::{Checked, LockSummary, OpCounts, RunConfig};
+use crate::workload::{ErrorTally, SetSummary, WorkloadKind};
+
+/// How an operation ended, for the throughput chart.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum MarkKind {
+    /// `ok`.
+    Ok,
+    /// `fail`.
+    Fail,
+    /// `info`.
+    Info,
+}
+
+/// One operation on the throughput chart: its invocation and outcome.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Mark {
+    /// Invocation, ns since the run started.
+    pub call: u64,
+    /// How it ended.
+    pub outcome: MarkKind,
+}
+
+/// The chart marks of a history.
+pub fn marks<I, O>(history: &[Operation<I, O>]) -> Vec<Mark> {
+    history
+        .iter()
+        .map(|op| Mark {
+            call: op.call.0,
+            outcome: match op.outcome {
+                Outcome::Ok(_) => MarkKind::Ok,
+                Outcome::Fail => MarkKind::Fail,
+                Outcome::Info => MarkKind::Info,
+            },
+        })
+        .collect()
+}
+
+/// Fencing violations listed before eliding.
+const VIOLATIONS_LISTED_MAX: usize = 10;
+
+fn lock_lines(lock: &LockSummary) -> Vec<String> {
+    let mut lines = vec![
+        format!(
+            "lock: {} acquisitions with a known token, {} holders stalled past their lease",
+            lock.acquired, lock.stalls
+        ),
+        format!(
+            "fenced writes: {} applied, {} refused by the fence, {} refused before the log, {} unknown",
+            lock.applied, lock.refused, lock.failed, lock.unknown
+        ),
+    ];
+    if lock.violations.is_empty() {
+        lines
+            .push("fencing: no stale token accepted (real time, and in revision order)".to_owned());
+    } else {
+        lines.push(format!(
+            "fencing: STALE TOKENS ACCEPTED ({} violations)",
+            lock.violations.len()
+        ));
+        for v in lock.violations.iter().take(VIOLATIONS_LISTED_MAX) {
+            lines.push(format!("  {v}"));
+        }
+        if lock.violations.len() > VIOLATIONS_LISTED_MAX {
+            lines.push(format!(
+                "  ... {} more",
+                lock.violations.len() - VIOLATIONS_LISTED_MAX
+            ));
+        }
+    }
+    lines
+}
+
+fn operations_line(config: &RunConfig, counts: &OpCounts) -> String {
+    let mut line = format!(
+        "{} ({} ok, {} fail, {} info); ",
+        counts.total(),
+        counts.ok,
+        counts.fail,
+        counts.info
+    );
+    match config.workload {
+        WorkloadKind::Lock => line.push_str(&format!(
+            "{} acquires, {} releases, {} fenced writes, {} reads",
+            counts.acquires, counts.releases, counts.writes, counts.reads
+        )),
+        _ => line.push_str(&format!(
+            "{} reads, {} writes, {} cas",
+            counts.reads, counts.writes, counts.cas
+        )),
+    }
+    line
+}
 
 /// Width of the throughput chart's plot area.
 const CHART_WIDTH_PX: f64 = 900.0;
@@ -160,16 +251,18 @@ pub struct Facts<'a> {
     pub config: &'a RunConfig,
     /// The verdict.
     pub verdict: Verdict,
-    /// The history, sorted by invocation.
-    pub history: &'a [RegisterOp],
+    /// Every operation's invocation and outcome, sorted by invocation.
+    pub marks: &'a [Mark],
     /// Operations by outcome.
     pub counts: &'a OpCounts,
     /// Errors behind `fail` and `info`.
     pub errors: &'a ErrorTally,
-    /// The checker's report.
-    pub report: &'a CheckReport,
+    /// The checker's reports, one per history.
+    pub reports: &'a [Checked],
     /// The set checker's findings (set workload only).
     pub set: Option<&'a SetSummary>,
+    /// The lock checks' findings (lock workload only).
+    pub lock: Option<&'a LockSummary>,
     /// What the nemeses did.
     pub log: &'a NemesisLog,
     /// Wall time of the run.
@@ -183,25 +276,16 @@ pub fn verdict_text(facts: &Facts<'_>) -> String {
         verdict,
         counts,
         errors,
-        report,
+        reports,
         set,
+        lock,
         log,
         elapsed,
         ..
     } = *facts;
     let mut out = format!("{verdict}\n");
     let _ = writeln!(out, "run: {}", config.describe());
-    let _ = writeln!(
-        out,
-        "operations: {} ({} ok, {} fail, {} info); {} reads, {} writes, {} cas",
-        counts.total(),
-        counts.ok,
-        counts.fail,
-        counts.info,
-        counts.reads,
-        counts.writes,
-        counts.cas
-    );
+    let _ = writeln!(out, "operations: {}", operations_line(config, counts));
     let _ = writeln!(out, "faults: {} (see nemesis.log)", fault_line(log));
     if !errors.is_empty() {
         let _ = writeln!(out, "client errors (behind fail and info):");
@@ -214,31 +298,39 @@ pub fn verdict_text(facts: &Facts<'_>) -> String {
             let _ = writeln!(out, "{line}");
         }
     }
-    let _ = writeln!(
-        out,
-        "checker: {} model, {} keys, decided in {:.3} s",
-        report.model,
-        report.keys.len(),
-        report.elapsed.as_secs_f64()
-    );
-    // Failing and undecided keys first: they are what a reader wants.
-    let mut keys: Vec<_> = report.keys.iter().collect();
-    keys.sort_by_key(|k| k.verdict == Verdict::Linearizable);
-    for key in keys.iter().take(KEYS_LISTED_MAX) {
+    if let Some(lock) = lock {
+        for line in lock_lines(lock) {
+            let _ = writeln!(out, "{line}");
+        }
+    }
+    for Checked { what, report } in reports {
         let _ = writeln!(
             out,
-            "  key {:?}: {} ({} ops{})",
-            key.key.as_deref().unwrap_or("-"),
-            key.verdict,
-            key.op_count,
-            key.unknown_reason
-                .map_or_else(String::new, |r| format!(", {r}"))
+            "checker ({what}): {} model, {} keys, {}, decided in {:.3} s",
+            report.model,
+            report.keys.len(),
+            report.verdict,
+            report.elapsed.as_secs_f64()
         );
+        // Failing and undecided keys first: they are what a reader wants.
+        let mut keys: Vec<_> = report.keys.iter().collect();
+        keys.sort_by_key(|k| k.verdict == Verdict::Linearizable);
+        for key in keys.iter().take(KEYS_LISTED_MAX) {
+            let _ = writeln!(
+                out,
+                "  key {:?}: {} ({} ops{})",
+                key.key.as_deref().unwrap_or("-"),
+                key.verdict,
+                key.op_count,
+                key.unknown_reason
+                    .map_or_else(String::new, |r| format!(", {r}"))
+            );
+        }
+        if keys.len() > KEYS_LISTED_MAX {
+            let _ = writeln!(out, "  ... {} more keys", keys.len() - KEYS_LISTED_MAX);
+        }
     }
-    if keys.len() > KEYS_LISTED_MAX {
-        let _ = writeln!(out, "  ... {} more keys", keys.len() - KEYS_LISTED_MAX);
-    }
-    if let Some(explanation) = &report.explanation {
+    if let Some(explanation) = reports.iter().find_map(|c| c.report.explanation.as_ref()) {
         let _ = writeln!(
             out,
             "\nthe operation that cannot be linearized, with the last operations that completed \
@@ -275,14 +367,14 @@ pub fn escape(text: &str) -> String {
 
 /// Operations per second of the run, by outcome, as (ok, fail, info) per
 /// one-second bucket of invocation time.
-fn per_second(history: &[RegisterOp]) -> Vec<(usize, usize, usize)> {
+fn per_second(marks: &[Mark]) -> Vec<(usize, usize, usize)> {
     let mut buckets: BTreeMap<u64, (usize, usize, usize)> = BTreeMap::new();
-    for op in history {
-        let b = buckets.entry(op.call.0 / 1_000_000_000).or_default();
-        match op.outcome {
-            Outcome::Ok(_) => b.0 += 1,
-            Outcome::Fail => b.1 += 1,
-            Outcome::Info => b.2 += 1,
+    for mark in marks {
+        let b = buckets.entry(mark.call / 1_000_000_000).or_default();
+        match mark.outcome {
+            MarkKind::Ok => b.0 += 1,
+            MarkKind::Fail => b.1 += 1,
+            MarkKind::Info => b.2 += 1,
         }
     }
     let last = buckets.keys().next_back().copied().unwrap_or(0);
@@ -323,14 +415,15 @@ fn band_color(kind: NemesisKind) -> &'static str {
         NemesisKind::Kill => "#c0392b",
         NemesisKind::Pause => "#d68910",
         NemesisKind::Clock => "#2e86c1",
+        NemesisKind::Member => "#117a65",
     }
 }
 
 /// An SVG chart: stacked bars of operations per second (ok green, fail
 /// orange, info red) over one band per nemesis showing when its faults
 /// were in force.
-fn throughput_svg(history: &[RegisterOp], log: &NemesisLog) -> String {
-    let buckets = per_second(history);
+fn throughput_svg(marks: &[Mark], log: &NemesisLog) -> String {
+    let buckets = per_second(marks);
     let seconds = buckets.len().max(1) as f64;
     let peak = buckets
         .iter()
@@ -409,11 +502,12 @@ pub fn summary_section(facts: &Facts<'_>) -> String {
     let Facts {
         config,
         verdict,
-        history,
+        marks,
         counts,
         errors,
-        report,
+        reports,
         set,
+        lock,
         log,
         ..
     } = *facts;
@@ -427,29 +521,41 @@ pub fn summary_section(facts: &Facts<'_>) -> String {
         escape(&verdict.to_string()),
         escape(&config.describe())
     );
+    let checked: Vec<String> = reports
+        .iter()
+        .map(|c| {
+            format!(
+                "{} with the {} model ({}, {:.3} s)",
+                c.what,
+                c.report.model,
+                c.report.verdict,
+                c.report.elapsed.as_secs_f64()
+            )
+        })
+        .collect();
     let _ = writeln!(
         html,
-        "<p>{} operations: {} ok, {} fail (definitely not applied), {} info (outcome unknown); \
-         {} reads, {} writes, {} cas. Faults: {}. Checked with the {} model in {:.3} s.</p>",
-        counts.total(),
-        counts.ok,
-        counts.fail,
-        counts.info,
-        counts.reads,
-        counts.writes,
-        counts.cas,
+        "<p>Operations: {} (fail: definitely not applied; info: outcome unknown). Faults: {}. \
+         Checked: {}.</p>",
+        escape(&operations_line(config, counts)),
         escape(&fault_line(log)),
-        escape(&report.model),
-        report.elapsed.as_secs_f64()
+        escape(&checked.join("; "))
     );
+    let mut extra = Vec::new();
     if let Some(set) = set {
+        extra.extend(set_lines(set));
+    }
+    if let Some(lock) = lock {
+        extra.extend(lock_lines(lock));
+    }
+    if !extra.is_empty() {
         html.push_str("<ul>\n");
-        for line in set_lines(set) {
+        for line in extra {
             let _ = writeln!(html, "<li>{}</li>", escape(&line));
         }
         html.push_str("</ul>\n");
     }
-    if let Some(explanation) = &report.explanation {
+    if let Some(explanation) = reports.iter().find_map(|c| c.report.explanation.as_ref()) {
         html.push_str(
             "<h3>In short</h3>\n<p class=\"note\">The operation that cannot be linearized, with \
              the last operations that completed before it was invoked and those concurrent with \
@@ -466,7 +572,7 @@ pub fn summary_section(facts: &Facts<'_>) -> String {
          invocation second, green ok, orange fail, red info. Bands: when each nemesis's faults \
          were in force (hover for details).</p>\n<div class=\"scroll\">\n",
     );
-    html.push_str(&throughput_svg(history, log));
+    html.push_str(&throughput_svg(marks, log));
     html.push_str("</div>\n");
     if !errors.is_empty() {
         html.push_str("<h3>Client errors</h3>\n<table>\n<tr><th>count</th><th>error</th></tr>\n");
@@ -476,7 +582,7 @@ pub fn summary_section(facts: &Facts<'_>) -> String {
         html.push_str("</table>\n");
     }
     html.push_str("<h3>Keys</h3>\n<table>\n<tr><th>key</th><th>verdict</th><th>operations</th><th>search time</th></tr>\n");
-    let mut keys: Vec<_> = report.keys.iter().collect();
+    let mut keys: Vec<_> = reports.iter().flat_map(|c| c.report.keys.iter()).collect();
     keys.sort_by_key(|k| k.verdict == Verdict::Linearizable);
     for key in keys.iter().take(KEYS_LISTED_MAX) {
         let _ = writeln!(
@@ -527,7 +633,7 @@ mod tests {
 
     #[test]
     fn buckets_count_by_outcome_and_fill_gaps() {
-        let history: Vec<RegisterOp> = vec![
+        let history: Vec<crate::workload::RegisterOp> = vec![
             Operation::ok(
                 0,
                 100,
@@ -541,7 +647,10 @@ mod tests {
                 KeyedInput::new("k", RegisterInput::Write { value: 1 }),
             ),
         ];
-        assert_eq!(per_second(&history), vec![(1, 0, 0), (0, 0, 0), (0, 0, 1)]);
+        assert_eq!(
+            per_second(&marks(&history)),
+            vec![(1, 0, 0), (0, 0, 0), (0, 0, 1)]
+        );
     }
 
     #[test]

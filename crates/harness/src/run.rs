@@ -31,12 +31,16 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use concord_check::{
-    check, render_timeline_html, CheckOptions, CheckReport, JsonlWriter, KvCasRegisterModel,
-    ModelKind, Outcome, RegisterInput, Verdict,
+    check, render_timeline_html, CheckOptions, CheckReport, JsonlWriter, Keyed, KvCasRegisterModel,
+    Model, ModelKind, MutexInput, MutexModel, Operation, Outcome, RegisterInput, Verdict,
 };
 
 use crate::cluster::{Cluster, ClusterSpec};
 use crate::error::HarnessError;
+use crate::lock::{
+    check_fencing, final_resource_reads, run_lock, FenceOutcome, FenceViolation, LockOptions,
+    LockRecorded, MutexOp,
+};
 use crate::nemesis::{run_nemesis, NemesisKind, NemesisLog};
 use crate::report;
 use crate::workload::{
@@ -80,6 +84,8 @@ pub struct RunConfig {
     pub clients: usize,
     /// Serializable (local) reads instead of linearizable ones.
     pub serializable_reads: bool,
+    /// The lock workload's knobs (fencing on or off, stalls).
+    pub lock: LockOptions,
     /// The output folder (new or empty).
     pub out: PathBuf,
     /// The `concord` binary members run.
@@ -107,6 +113,7 @@ impl RunConfig {
             time_limit: Duration::from_secs(30),
             clients: 6,
             serializable_reads: false,
+            lock: LockOptions::default(),
             out: out.into(),
             concord_bin: concord_bin.into(),
             seed: 0,
@@ -163,6 +170,8 @@ impl RunConfig {
             (WorkloadKind::Register, true) => " (serializable reads)",
             (WorkloadKind::Register, false) => " (linearizable reads)",
             (WorkloadKind::Set, _) => "",
+            (WorkloadKind::Lock, _) if !self.lock.fenced => " (UNFENCED writes)",
+            (WorkloadKind::Lock, _) => "",
         };
         format!(
             "workload {}{reads}, nemesis {nemeses}, {} nodes, {} clients, {} s, seed {}",
@@ -186,34 +195,59 @@ pub struct OpCounts {
     pub info: usize,
     /// Reads among them.
     pub reads: usize,
-    /// Writes among them.
+    /// Writes among them (for `lock`: the fenced writes).
     pub writes: usize,
     /// Compare-and-sets among them.
     pub cas: usize,
+    /// Lock acquisitions among them (`lock` only).
+    pub acquires: usize,
+    /// Lock releases among them (`lock` only).
+    pub releases: usize,
 }
 
 impl OpCounts {
-    fn of(history: &[RegisterOp]) -> Self {
-        let mut counts = OpCounts::default();
+    fn count<O>(&mut self, outcome: &Outcome<O>) {
+        match outcome {
+            Outcome::Ok(_) => self.ok += 1,
+            Outcome::Fail => self.fail += 1,
+            Outcome::Info => self.info += 1,
+        }
+    }
+
+    fn add_registers(&mut self, history: &[RegisterOp]) {
         for op in history {
-            match op.outcome {
-                Outcome::Ok(_) => counts.ok += 1,
-                Outcome::Fail => counts.fail += 1,
-                Outcome::Info => counts.info += 1,
-            }
+            self.count(&op.outcome);
             match op.input.op {
-                RegisterInput::Read => counts.reads += 1,
-                RegisterInput::Write { .. } => counts.writes += 1,
-                RegisterInput::Cas { .. } => counts.cas += 1,
+                RegisterInput::Read => self.reads += 1,
+                RegisterInput::Write { .. } => self.writes += 1,
+                RegisterInput::Cas { .. } => self.cas += 1,
             }
         }
-        counts
+    }
+
+    fn add_mutex(&mut self, history: &[MutexOp]) {
+        for op in history {
+            self.count(&op.outcome);
+            match op.input.op {
+                MutexInput::Acquire => self.acquires += 1,
+                MutexInput::Release { .. } => self.releases += 1,
+            }
+        }
     }
 
     /// All operations.
     pub fn total(&self) -> usize {
         self.ok + self.fail + self.info
     }
+}
+
+/// One history's check: what was checked and the checker's report.
+#[derive(Debug)]
+pub struct Checked {
+    /// What the history is (`registers`, `locks`, `resources`).
+    pub what: &'static str,
+    /// The checker's report.
+    pub report: CheckReport,
 }
 
 /// The result of a run.
@@ -229,8 +263,10 @@ pub struct RunOutcome {
     pub counts: OpCounts,
     /// The set checker's findings (set workload only).
     pub set: Option<SetSummary>,
-    /// The checker's report.
-    pub report: CheckReport,
+    /// The lock checks' findings (lock workload only).
+    pub lock: Option<LockSummary>,
+    /// The checker's reports, one per history checked.
+    pub reports: Vec<Checked>,
     /// Why operations failed or ended unknown.
     pub errors: ErrorTally,
     /// Wall time of the whole run.
@@ -255,6 +291,57 @@ fn prepare_out(out: &Path) -> Result<(), HarnessError> {
 fn write_file(path: &Path, contents: &str) -> Result<(), HarnessError> {
     std::fs::write(path, contents)
         .map_err(|e| HarnessError::io(format!("writing {}", path.display()), e))
+}
+
+fn write_jsonl<I: serde::Serialize, O: serde::Serialize>(
+    path: &Path,
+    model: ModelKind,
+    history: &[Operation<I, O>],
+) -> Result<(), HarnessError> {
+    let what = || format!("writing {}", path.display());
+    let file = std::fs::File::create(path).map_err(|e| HarnessError::io(what(), e))?;
+    let mut writer = JsonlWriter::new(std::io::BufWriter::new(file), model)
+        .map_err(|e| HarnessError::io(what(), e))?;
+    for op in history {
+        writer
+            .write_op(op)
+            .map_err(|e| HarnessError::io(what(), e))?;
+    }
+    writer.finish().map_err(|e| HarnessError::io(what(), e))?;
+    Ok(())
+}
+
+/// Checks `history` against `model` on a blocking thread (the checker
+/// wants the CPU; the runtime keeps serving signals).
+async fn check_blocking<M>(
+    model: M,
+    history: Vec<Operation<M::Input, M::Output>>,
+    budget: Duration,
+) -> Result<CheckReport, HarnessError>
+where
+    M: Model + Send + 'static,
+    M::Input: 'static,
+    M::Output: 'static,
+{
+    let options = CheckOptions::with_budget(budget);
+    tokio::task::spawn_blocking(move || check(&model, &history, &options))
+        .await
+        .map_err(|e| HarnessError::Config(format!("checker thread failed: {e}")))?
+        .map_err(HarnessError::from)
+}
+
+/// The worst of several verdicts: a violation anywhere is a violation,
+/// then anything undecided leaves the whole undecided.
+fn worst(verdicts: impl IntoIterator<Item = Verdict>) -> Verdict {
+    let mut result = Verdict::Linearizable;
+    for v in verdicts {
+        match v {
+            Verdict::NotLinearizable => return Verdict::NotLinearizable,
+            Verdict::Unknown => result = Verdict::Unknown,
+            Verdict::Linearizable => {}
+        }
+    }
+    result
 }
 
 /// Runs the test described by `config`. See the module docs.
@@ -306,22 +393,38 @@ pub async fn run(config: RunConfig) -> Result<RunOutcome, HarnessError> {
         stagger_mean: config.stagger_mean,
         seed: config.seed,
     };
-    let recorded = match config.workload {
-        WorkloadKind::Register => run_register(&urls, &workload, clock).await?,
-        WorkloadKind::Set => run_set(&urls, &workload, clock).await?,
+    let mut registers: Vec<RegisterOp> = Vec::new();
+    let mut lock_recorded: Option<LockRecorded> = None;
+    let errors = match config.workload {
+        WorkloadKind::Register | WorkloadKind::Set => {
+            let recorded = match config.workload {
+                WorkloadKind::Set => run_set(&urls, &workload, clock).await?,
+                _ => run_register(&urls, &workload, clock).await?,
+            };
+            registers = recorded.history;
+            recorded.errors
+        }
+        WorkloadKind::Lock => {
+            let mut recorded = run_lock(&urls, &workload, config.lock, clock).await?;
+            let errors = std::mem::take(&mut recorded.errors);
+            lock_recorded = Some(recorded);
+            errors
+        }
     };
-    let errors = recorded.errors;
-    let mut history = recorded.history;
     for task in nemesis_tasks {
         // A nemesis loop returns by itself at the time limit (nemesis
         // invariant 1); a join error is a harness bug, already logged by
         // tokio.
         let _ = task.await;
     }
+    let recorded_ops = registers.len()
+        + lock_recorded
+            .as_ref()
+            .map_or(0, |l| l.mutex.len() + l.resource.len());
     log.record(
         None,
         "note",
-        format!("workload done: {} operations", history.len()),
+        format!("workload done: {recorded_ops} operations"),
     );
 
     config.say("healing every fault and waiting for the cluster to settle");
@@ -330,7 +433,7 @@ pub async fn run(config: RunConfig) -> Result<RunOutcome, HarnessError> {
         log.record(
             None,
             "start",
-            "heal all: resume, restart, clear partitions and timer skew",
+            "heal all: resume, restart, re-add removed members, clear partitions and timer skew",
         );
         for problem in cluster.heal_all().await {
             log.record(None, "note", problem);
@@ -348,9 +451,10 @@ pub async fn run(config: RunConfig) -> Result<RunOutcome, HarnessError> {
     }
 
     // Final reads use process ids above every client's.
-    let final_process = history.iter().map(|op| op.process.0).max().unwrap_or(0) + 1;
-    let set_summary = match config.workload {
+    let mut set_summary = None;
+    match config.workload {
         WorkloadKind::Register => {
+            let final_process = registers.iter().map(|op| op.process.0).max().unwrap_or(0) + 1;
             let reads =
                 final_register_reads(&urls, clock, final_process, config.op_timeout).await?;
             let ok = reads
@@ -358,10 +462,10 @@ pub async fn run(config: RunConfig) -> Result<RunOutcome, HarnessError> {
                 .filter(|op| matches!(op.outcome, Outcome::Ok(_)))
                 .count();
             log.record(None, "note", format!("final reads: {ok} keys read"));
-            history.extend(reads);
-            None
+            registers.extend(reads);
         }
         WorkloadKind::Set => {
+            let final_process = registers.iter().map(|op| op.process.0).max().unwrap_or(0) + 1;
             let read = final_set_read(&urls, clock, config.op_timeout).await;
             log.record(
                 None,
@@ -371,62 +475,145 @@ pub async fn run(config: RunConfig) -> Result<RunOutcome, HarnessError> {
                     None => "final read failed on every attempt".to_owned(),
                 },
             );
-            Some(finish_set(&mut history, read.as_ref(), final_process))
+            set_summary = Some(finish_set(&mut registers, read.as_ref(), final_process));
         }
-    };
+        WorkloadKind::Lock => {
+            if let Some(recorded) = lock_recorded.as_mut() {
+                let final_process = recorded
+                    .resource
+                    .iter()
+                    .map(|op| op.process.0)
+                    .max()
+                    .unwrap_or(0)
+                    + 1;
+                let reads =
+                    final_resource_reads(&urls, clock, final_process, config.op_timeout).await?;
+                let ok = reads
+                    .iter()
+                    .filter(|op| matches!(op.outcome, Outcome::Ok(_)))
+                    .count();
+                log.record(
+                    None,
+                    "note",
+                    format!("final reads: {ok} resource keys read"),
+                );
+                recorded.resource.extend(reads);
+            }
+        }
+    }
     // Stop the members before checking: the checker wants the CPU.
     drop(cluster);
 
-    history.sort_by_key(|op| (op.call, op.process));
-    let counts = OpCounts::of(&history);
-    config.say(&format!(
-        "checking {} operations ({} ok, {} fail, {} info)",
-        counts.total(),
-        counts.ok,
-        counts.fail,
-        counts.info
-    ));
-    let options = CheckOptions::with_budget(config.check_budget);
-    let to_check = history.clone();
-    let report = tokio::task::spawn_blocking(move || {
-        check(&KvCasRegisterModel::default(), &to_check, &options)
-    })
-    .await
-    .map_err(|e| HarnessError::Config(format!("checker thread failed: {e}")))??;
-
-    let verdict = match &set_summary {
-        Some(set) if !set.final_read => Verdict::Unknown,
-        _ => report.verdict,
+    let mut counts = OpCounts::default();
+    let mut marks;
+    let mut reports = Vec::new();
+    let mut lock_summary = None;
+    let verdict = match lock_recorded.as_mut() {
+        None => {
+            registers.sort_by_key(|op| (op.call, op.process));
+            counts.add_registers(&registers);
+            say_checking(&config, &counts);
+            marks = report::marks(&registers);
+            let report = check_blocking(
+                KvCasRegisterModel::default(),
+                registers.clone(),
+                config.check_budget,
+            )
+            .await?;
+            let verdict = match &set_summary {
+                Some(set) if !set.final_read => Verdict::Unknown,
+                _ => report.verdict,
+            };
+            write_jsonl(
+                &config.out.join("history.jsonl"),
+                ModelKind::KvCasRegister,
+                &registers,
+            )?;
+            reports.push(Checked {
+                what: "registers",
+                report,
+            });
+            verdict
+        }
+        Some(recorded) => {
+            recorded.mutex.sort_by_key(|op| (op.call, op.process));
+            recorded.resource.sort_by_key(|op| (op.call, op.process));
+            recorded.fenced.sort_by_key(|w| (w.call, w.process));
+            counts.add_mutex(&recorded.mutex);
+            counts.add_registers(&recorded.resource);
+            say_checking(&config, &counts);
+            marks = report::marks(&recorded.mutex);
+            marks.extend(report::marks(&recorded.resource));
+            let violations = check_fencing(&recorded.fenced);
+            let mutex_report = check_blocking(
+                Keyed::new(MutexModel),
+                recorded.mutex.clone(),
+                config.check_budget,
+            )
+            .await?;
+            let resource_report = check_blocking(
+                KvCasRegisterModel::default(),
+                recorded.resource.clone(),
+                config.check_budget,
+            )
+            .await?;
+            let summary = LockSummary::new(recorded, violations);
+            let fencing = if summary.violations.is_empty() {
+                Verdict::Linearizable
+            } else {
+                Verdict::NotLinearizable
+            };
+            let verdict = worst([mutex_report.verdict, fencing, resource_report.verdict]);
+            write_jsonl(
+                &config.out.join("history.jsonl"),
+                ModelKind::KvMutex,
+                &recorded.mutex,
+            )?;
+            write_jsonl(
+                &config.out.join("resource.jsonl"),
+                ModelKind::KvCasRegister,
+                &recorded.resource,
+            )?;
+            let fenced: String = recorded
+                .fenced
+                .iter()
+                .filter_map(|w| serde_json::to_string(w).ok())
+                .map(|line| line + "\n")
+                .collect();
+            write_file(&config.out.join("fenced.jsonl"), &fenced)?;
+            reports.push(Checked {
+                what: "locks",
+                report: mutex_report,
+            });
+            reports.push(Checked {
+                what: "resources",
+                report: resource_report,
+            });
+            lock_summary = Some(summary);
+            verdict
+        }
     };
+    marks.sort_by_key(|m| m.call);
+
     let elapsed = started.elapsed();
     let facts = report::Facts {
         config: &config,
         verdict,
-        history: &history,
+        marks: &marks,
         counts: &counts,
         errors: &errors,
-        report: &report,
+        reports: &reports,
         set: set_summary.as_ref(),
+        lock: lock_summary.as_ref(),
         log: &log,
         elapsed,
     };
     let summary = report::verdict_text(&facts);
     let section = report::summary_section(&facts);
-    let file = std::fs::File::create(config.out.join("history.jsonl"))
-        .map_err(|e| HarnessError::io("creating history.jsonl", e))?;
-    let mut writer = JsonlWriter::new(std::io::BufWriter::new(file), ModelKind::KvCasRegister)
-        .map_err(|e| HarnessError::io("writing history.jsonl", e))?;
-    for op in &history {
-        writer
-            .write_op(op)
-            .map_err(|e| HarnessError::io("writing history.jsonl", e))?;
-    }
-    writer
-        .finish()
-        .map_err(|e| HarnessError::io("writing history.jsonl", e))?;
     write_file(&config.out.join("nemesis.log"), &log.to_text())?;
     write_file(&config.out.join("verdict.txt"), &summary)?;
-    let html = match &report.explanation {
+    let explanation = reports.iter().find_map(|c| c.report.explanation.as_ref());
+    let html = match explanation {
         // The run's summary (with the failing operation in short) first,
         // then the checker's timeline of the whole failing piece.
         Some(explanation) => {
@@ -456,8 +643,64 @@ pub async fn run(config: RunConfig) -> Result<RunOutcome, HarnessError> {
         summary,
         counts,
         set: set_summary,
-        report,
+        lock: lock_summary,
+        reports,
         errors,
         elapsed,
     })
+}
+
+fn say_checking(config: &RunConfig, counts: &OpCounts) {
+    config.say(&format!(
+        "checking {} operations ({} ok, {} fail, {} info)",
+        counts.total(),
+        counts.ok,
+        counts.fail,
+        counts.info
+    ));
+}
+
+/// What the lock workload's checks found beyond the checker's reports.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct LockSummary {
+    /// Acquisitions with a known token.
+    pub acquired: usize,
+    /// Critical sections in which the holder stalled past its lease.
+    pub stalls: usize,
+    /// Fenced writes that applied.
+    pub applied: usize,
+    /// Fenced writes refused by the fence (the owner key was gone).
+    pub refused: usize,
+    /// Fenced writes refused before the log.
+    pub failed: usize,
+    /// Fenced writes of unknown outcome.
+    pub unknown: usize,
+    /// Stale tokens accepted.
+    pub violations: Vec<FenceViolation>,
+}
+
+impl LockSummary {
+    fn new(recorded: &LockRecorded, violations: Vec<FenceViolation>) -> Self {
+        let mut summary = LockSummary {
+            acquired: recorded
+                .mutex
+                .iter()
+                .filter(|op| {
+                    op.input.op == MutexInput::Acquire && matches!(op.outcome, Outcome::Ok(_))
+                })
+                .count(),
+            stalls: recorded.stalls,
+            violations,
+            ..LockSummary::default()
+        };
+        for w in &recorded.fenced {
+            match w.outcome {
+                FenceOutcome::Applied => summary.applied += 1,
+                FenceOutcome::Refused => summary.refused += 1,
+                FenceOutcome::Failed => summary.failed += 1,
+                FenceOutcome::Unknown => summary.unknown += 1,
+            }
+        }
+        summary
+    }
 }

@@ -94,10 +94,10 @@ const _: () = assert!(READ_PERCENT + WRITE_PERCENT < 100);
 
 /// Attempts of each final read: a freshly healed cluster may still be
 /// electing a leader, and one answer per key is all that is needed.
-const FINAL_READ_ATTEMPTS: usize = 20;
+pub(crate) const FINAL_READ_ATTEMPTS: usize = 20;
 
 /// Pause between final read attempts.
-const FINAL_READ_RETRY: Duration = Duration::from_millis(250);
+pub(crate) const FINAL_READ_RETRY: Duration = Duration::from_millis(250);
 
 /// A value the store returned that no client could have written (not an
 /// integer). Recorded as this impossible value so the checker flags it.
@@ -174,6 +174,9 @@ pub enum WorkloadKind {
     Register,
     /// Unique adds, then a final read.
     Set,
+    /// Lock / fenced write / unlock through the Lock service
+    /// ([`crate::lock`]).
+    Lock,
 }
 
 impl WorkloadKind {
@@ -182,6 +185,7 @@ impl WorkloadKind {
         match self {
             WorkloadKind::Register => "register",
             WorkloadKind::Set => "set",
+            WorkloadKind::Lock => "lock",
         }
     }
 }
@@ -199,11 +203,9 @@ impl FromStr for WorkloadKind {
         match s {
             "register" => Ok(WorkloadKind::Register),
             "set" => Ok(WorkloadKind::Set),
-            "lock" => Err(HarnessError::Config(
-                "the lock workload needs the Lock service, which Concord does not serve yet".into(),
-            )),
+            "lock" => Ok(WorkloadKind::Lock),
             other => Err(HarnessError::Config(format!(
-                "unknown workload {other:?} (expected register or set)"
+                "unknown workload {other:?} (expected register, set or lock)"
             ))),
         }
     }
