@@ -2,11 +2,14 @@
 //! bytes each put writes to the database file.
 //!
 //! ```text
-//! cargo run --release -p concord-mvcc --example apply_cost [puts] [keys] [value_bytes] [batch]
+//! cargo run --release -p concord-mvcc --example apply_cost [puts] [keys] [value_bytes] [batch] [random|sequential]
 //! ```
 //!
 //! Defaults: 200,000 puts of 256-byte values over 10,000 random keys, in
 //! batches of 64 commands, with deferred durability (what the node runs).
+//! `sequential` cycles through the keys in order instead, so that
+//! `1000000 1000000 256 64 sequential` builds a store of exactly one
+//! million keys (and reports how long reopening it takes).
 //! Prints puts/s, the growth of the file and the bytes this process wrote
 //! (`/proc/self/io` `write_bytes`, Linux only) per put, and the time to
 //! reopen the store (which rebuilds the in-memory key index).
@@ -59,6 +62,11 @@ fn main() {
     let keys = arg(2, 10_000);
     let value_bytes = arg(3, 256) as usize;
     let batch = arg(4, 64) as usize;
+    let sequential = match std::env::args().nth(5).as_deref() {
+        None | Some("random") => false,
+        Some("sequential") => true,
+        Some(other) => panic!("key order {other:?}: random or sequential"),
+    };
 
     let dir = tempfile::tempdir().expect("temporary directory");
     let path = dir.path().join("mvcc.redb");
@@ -78,7 +86,12 @@ fn main() {
         commands.clear();
         while commands.len() < batch && index < puts {
             index += 1;
-            let key = format!("/registry/key/{:08}", rng.next() % keys);
+            let n = if sequential {
+                (index - 1) % keys
+            } else {
+                rng.next() % keys
+            };
+            let key = format!("/registry/key/{n:08}");
             let mut value = vec![0u8; value_bytes];
             for chunk in value.chunks_mut(8) {
                 let r = rng.next().to_le_bytes();
@@ -116,8 +129,9 @@ fn main() {
     assert_eq!(store.applied_index(), puts);
 
     let per_put = |bytes: u64| bytes as f64 / puts as f64;
+    let order = if sequential { "sequential" } else { "random" };
     println!(
-        "{puts} puts, {keys} keys, {value_bytes}-byte values, batches of {batch}, deferred durability"
+        "{puts} puts, {keys} {order} keys, {value_bytes}-byte values, batches of {batch}, deferred durability"
     );
     println!(
         "apply:   {:.0} puts/s ({:.2} s; {:.2} s with the final flush)",

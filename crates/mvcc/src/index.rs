@@ -68,6 +68,9 @@ pub(crate) fn compact(keys: &mut Keys, c: i64) {
         let cut = compaction_cut(revs, c);
         if cut > 0 {
             revs.drain(..cut);
+            if revs.capacity() > 2 * revs.len() {
+                revs.shrink_to_fit();
+            }
         }
         !revs.is_empty()
     });

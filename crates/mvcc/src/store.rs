@@ -470,12 +470,20 @@ impl Store {
     /// redb compacts only when no read transaction is live. Readers start
     /// none while this runs (they begin theirs under the read lock, which
     /// this holds for writing), so it waits up to 5 s for those in flight
-    /// to end, then fails with a storage error and changes nothing (a long
+    /// to end, then fails with a storage error, the data unchanged (a long
     /// [`StoreReader::snapshot_to`] stream can cause that; retry later).
-    /// Reads and applies wait while it runs. It also makes everything
-    /// applied so far durable.
+    /// Reads and applies wait while it runs. It first makes everything
+    /// applied so far durable (redb counts undurable commits as live
+    /// reads).
     pub fn defragment(&mut self) -> Result<(), MvccError> {
         let mut state = self.shared.write();
+        // redb counts every non-durable commit since the last durable one
+        // as a live read: a durable commit first.
+        let mut txn = state.db.begin_write()?;
+        txn.set_durability(Durability::Immediate);
+        txn.commit()?;
+        self.durable_applied_index = self.applied_index;
+        self.applied_since_durable = 0;
         let deadline = Instant::now() + DEFRAGMENT_READS_WAIT;
         loop {
             match state.db.compact() {
@@ -486,9 +494,6 @@ impl Store {
                 Err(e) => return Err(redb::Error::from(e).into()),
             }
         }
-        drop(state);
-        self.durable_applied_index = self.applied_index;
-        self.applied_since_durable = 0;
         Ok(())
     }
 
@@ -671,6 +676,7 @@ impl StoreReader {
             }
             // A span: walk the versions in revision order, up to the
             // published revision.
+            KeyRange::Span { .. } if start_revision > state.revision => {}
             KeyRange::Span { .. } => {
                 for entry in
                     revs.range::<(i64, u32)>((start_revision, 0)..=(state.revision, u32::MAX))?

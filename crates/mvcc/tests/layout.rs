@@ -1,0 +1,352 @@
+//! Schema 2 (versions keyed by revision, key index in memory): the index
+//! rebuilt at open, readers racing the writer and compaction, defragment,
+//! and the snapshot format.
+
+mod common;
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+
+use common::*;
+use concord_mvcc::*;
+
+/// A store with some of everything: leases, overwrites, deletes, a Txn and
+/// a compaction.
+fn busy(h: &mut Harness) {
+    h.ok(Command::LeaseGrant(LeaseGrantRequest { id: 7, ttl: 60 }));
+    for i in 0..50 {
+        h.put(&format!("k{:02}", i % 17), &format!("v{i}"));
+    }
+    h.ok(Command::Put(PutRequest {
+        key: "leased".into(),
+        value: "x".into(),
+        lease: 7,
+        ..Default::default()
+    }));
+    h.del("k03", "k06");
+    h.ok(Command::Compact(CompactionRequest {
+        revision: h.rev() - 5,
+        physical: true,
+    }));
+    h.txn(TxnRequest {
+        compare: vec![cmp(
+            "k01",
+            CompareResult::Greater,
+            CompareTarget::Version(0),
+        )],
+        success: vec![
+            RequestOp::Put(put_req("k04", "back")),
+            RequestOp::DeleteRange(DeleteRangeRequest {
+                key: "k10".into(),
+                ..Default::default()
+            }),
+        ],
+        failure: vec![],
+    })
+    .unwrap();
+    for i in 0..10 {
+        h.put(&format!("k{:02}", i), "late");
+    }
+}
+
+fn everything(r: &StoreReader) -> (RangeResponse, HashKv, EventBatch, Option<LeaseInfo>) {
+    (
+        r.range(&range_req("\0", "\0")).unwrap(),
+        r.hash_kv(0).unwrap(),
+        r.events_since(r.compact_revision().unwrap(), b"\0", b"\0", 0)
+            .unwrap(),
+        r.lease(7).unwrap(),
+    )
+}
+
+#[test]
+fn reopening_rebuilds_the_same_index() {
+    let mut h = Harness::new();
+    busy(&mut h);
+    h.store.reader().verify().unwrap();
+    let before = everything(&h.store.reader());
+    let revision = h.rev();
+    h.store.flush().unwrap();
+    let path = h.path();
+    let Harness { dir, mut store, .. } = h;
+    drop(store);
+    store = Store::open(&path, StoreOptions::default()).unwrap();
+    store.reader().verify().unwrap();
+    assert_eq!(everything(&store.reader()), before);
+    assert_eq!(store.current_revision().get(), revision);
+    // Point-in-time reads at every readable revision agree too.
+    let mut fresh = Harness::new();
+    busy(&mut fresh);
+    for rev in store.compact_revision()..=revision {
+        let mut req = range_req("\0", "\0");
+        req.revision = rev;
+        assert_eq!(store.range(&req).unwrap(), fresh.store.range(&req).unwrap());
+    }
+    drop(dir);
+}
+
+#[test]
+fn count_only_and_limit_answer_from_the_index() {
+    let mut h = Harness::new();
+    for i in 0..100 {
+        h.put(&format!("k{i:03}"), "v");
+    }
+    let r = h
+        .store
+        .range(&RangeRequest {
+            count_only: true,
+            ..range_req("k", "l")
+        })
+        .unwrap();
+    assert_eq!((r.count, r.kvs.len(), r.more), (100, 0, false));
+    let r = h
+        .store
+        .range(&RangeRequest {
+            limit: 3,
+            keys_only: true,
+            ..range_req("k", "l")
+        })
+        .unwrap();
+    assert_eq!((r.count, r.kvs.len(), r.more), (100, 3, true));
+    assert!(r
+        .kvs
+        .iter()
+        .all(|kv| kv.value.is_empty() && kv.version == 1));
+}
+
+/// Readers in other threads see complete, consistent states while the
+/// writer puts, deletes and compacts: never a missing record, only etcd's
+/// "compacted" for revisions that are.
+#[test]
+fn readers_race_the_writer_and_compaction() {
+    const KEYS: usize = 8;
+    let mut h = Harness::new();
+    for k in 0..KEYS {
+        h.put(&format!("key{k}"), "0");
+    }
+    let done = Arc::new(AtomicBool::new(false));
+    let threads: Vec<_> = (0..3)
+        .map(|t| {
+            let reader = h.store.reader();
+            let done = Arc::clone(&done);
+            std::thread::spawn(move || {
+                let mut reads = 0u64;
+                while !done.load(Ordering::Relaxed) || reads < 100 {
+                    reads += 1;
+                    // Every key is always live: a current read sees all.
+                    let all = reader.range(&range_req("key", "kez")).unwrap();
+                    assert_eq!(all.count, KEYS as i64);
+                    assert_eq!(all.kvs.len(), KEYS);
+                    assert!(all.kvs.iter().all(|kv| kv.mod_revision <= all.revision));
+                    // An older revision is either readable or compacted.
+                    let mut old = range_req("key", "kez");
+                    old.revision = (all.revision - 3 - t).max(1);
+                    match reader.range(&old) {
+                        Ok(r) => assert_eq!(r.count, KEYS as i64),
+                        Err(MvccError::Compacted { .. }) => {}
+                        Err(e) => panic!("{e}"),
+                    }
+                    let from = reader.compact_revision().unwrap().max(1);
+                    match reader.events_since(from, b"key", b"kez", 16) {
+                        Ok(batch) => assert!(batch
+                            .events
+                            .iter()
+                            .all(|e| { e.kind == EventKind::Put && e.kv.mod_revision >= from })),
+                        Err(MvccError::Compacted { .. }) => {}
+                        Err(e) => panic!("{e}"),
+                    }
+                    match reader.hash_kv(0) {
+                        Ok(_) | Err(MvccError::Compacted { .. }) => {}
+                        Err(e) => panic!("{e}"),
+                    }
+                }
+                reads
+            })
+        })
+        .collect();
+    for round in 0..400 {
+        let mut batch = Vec::new();
+        for k in 0..4 {
+            let key = format!("key{}", (round * 3 + k) % KEYS);
+            batch.push((
+                h.next_index,
+                Command::Put(put_req(&key, &round.to_string())),
+            ));
+            h.next_index += 1;
+        }
+        if round % 5 == 4 {
+            batch.push((
+                h.next_index,
+                Command::Compact(CompactionRequest {
+                    revision: h.rev() - 1,
+                    physical: true,
+                }),
+            ));
+            h.next_index += 1;
+        }
+        for out in h.store.apply_batch(&batch).unwrap() {
+            out.unwrap();
+        }
+    }
+    done.store(true, Ordering::Relaxed);
+    for t in threads {
+        assert!(t.join().unwrap() >= 100);
+    }
+    h.store.reader().verify().unwrap();
+}
+
+#[test]
+fn compaction_inside_a_batch_sees_the_batch_and_later_commands_see_it() {
+    let mut h = Harness::new();
+    h.put("a", "1"); // 2
+    let i = h.next_index;
+    let out = h
+        .store
+        .apply_batch(&[
+            (i, Command::Put(put_req("a", "2"))),     // 3
+            (i + 1, Command::Put(put_req("b", "1"))), // 4
+            (
+                i + 2,
+                Command::DeleteRange(DeleteRangeRequest {
+                    key: "b".into(),
+                    ..Default::default()
+                }),
+            ), // 5
+            (
+                i + 3,
+                Command::Compact(CompactionRequest {
+                    revision: 5,
+                    physical: true,
+                }),
+            ),
+            (i + 4, Command::Put(put_req("b", "again"))), // 6
+            (
+                i + 5,
+                Command::Compact(CompactionRequest {
+                    revision: 6,
+                    physical: true,
+                }),
+            ),
+            (i + 6, Command::Put(put_req("a", "3"))), // 7
+        ])
+        .unwrap();
+    assert!(out.iter().all(|o| o.is_ok()), "{out:?}");
+    h.store.reader().verify().unwrap();
+    let b = h.get("b").unwrap();
+    assert_eq!(
+        (b.create_revision, b.version),
+        (6, 1),
+        "recreated after a delete"
+    );
+    let a = h.get("a").unwrap();
+    assert_eq!((a.create_revision, a.version, a.mod_revision), (2, 3, 7));
+    let events = h.store.reader().events_since(6, b"a", b"c", 0).unwrap();
+    assert_eq!(events.events.len(), 2);
+    assert_eq!(events.events[1].prev_kv.as_ref().unwrap().value, b"2");
+    assert!(
+        events.events[0].prev_kv.is_none(),
+        "b's tombstone is compacted"
+    );
+}
+
+#[test]
+fn defragment_gives_space_back_and_keeps_the_data() {
+    let mut h = Harness::new();
+    let value = "x".repeat(2000);
+    for i in 0..2000 {
+        h.put(&format!("k{i:05}"), &value);
+    }
+    h.put("keep", "me");
+    h.del("k0", "k1");
+    h.ok(Command::Compact(CompactionRequest {
+        revision: h.rev(),
+        physical: true,
+    }));
+    h.store.flush().unwrap();
+    let before = h.store.db_size_bytes().unwrap();
+    let state = everything(&h.store.reader());
+    h.store.defragment().unwrap();
+    let after = h.store.db_size_bytes().unwrap();
+    assert!(after < before / 2, "{before} -> {after}");
+    assert_eq!(everything(&h.store.reader()), state);
+    h.store.reader().verify().unwrap();
+    assert_eq!(h.store.durable_applied_index(), h.store.applied_index());
+    h.put("after", "defragment");
+    assert_eq!(h.get("keep").unwrap().value, b"me");
+}
+
+#[test]
+fn defragment_waits_for_a_snapshot_in_flight() {
+    struct Slow(Vec<u8>);
+    impl std::io::Write for Slow {
+        fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+            std::thread::sleep(std::time::Duration::from_millis(2));
+            self.0.extend_from_slice(buf);
+            Ok(buf.len())
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+    let mut h = Harness::new();
+    for i in 0..200 {
+        h.put(&format!("k{i:03}"), &"v".repeat(500));
+    }
+    let reader = h.store.reader();
+    let snapshot = std::thread::spawn(move || {
+        let mut out = Slow(Vec::new());
+        reader.snapshot_to(&mut out).unwrap();
+        out.0
+    });
+    std::thread::sleep(std::time::Duration::from_millis(5));
+    h.store.defragment().unwrap();
+    let bytes = snapshot.join().unwrap();
+    let mut other = Harness::new();
+    other.store.restore_from(bytes.as_slice()).unwrap();
+    assert_eq!(
+        other.store.reader().hash_kv(0).unwrap(),
+        h.store.reader().hash_kv(0).unwrap()
+    );
+}
+
+#[test]
+fn snapshots_of_format_1_are_refused() {
+    let mut h = Harness::new();
+    h.put("a", "1");
+    let mut bytes = Vec::new();
+    h.store.reader().snapshot_to(&mut bytes).unwrap();
+    assert_eq!(&bytes[12..16], &2u32.to_le_bytes());
+    bytes[12] = 1;
+    let err = Harness::new()
+        .store
+        .restore_from(bytes.as_slice())
+        .unwrap_err();
+    assert!(err.to_string().contains("unknown format 1"), "{err}");
+}
+
+#[test]
+fn restore_rebuilds_lease_attachments_and_index() {
+    let mut h = Harness::new();
+    busy(&mut h);
+    let mut bytes = Vec::new();
+    h.store.reader().snapshot_to(&mut bytes).unwrap();
+    let mut other = Harness::new();
+    busy(&mut other);
+    other.put("only-here", "gone after restore");
+    other.store.restore_from(bytes.as_slice()).unwrap();
+    other.store.reader().verify().unwrap();
+    assert_eq!(
+        everything(&other.store.reader()),
+        everything(&h.store.reader())
+    );
+    assert!(other.get("only-here").is_none());
+}
+
+#[test]
+fn the_page_cache_is_bounded_by_default() {
+    assert_eq!(
+        StoreOptions::default().cache_size_bytes,
+        Some(CACHE_SIZE_BYTES_DEFAULT)
+    );
+    const { assert!(CACHE_SIZE_BYTES_DEFAULT <= 128 << 20) };
+}
