@@ -215,6 +215,9 @@ pub struct Member {
     /// Length of the log when the current process was started.
     log_offset: u64,
     process: Option<ChildGuard>,
+    /// For a member added to the running cluster: the `--initial-cluster`
+    /// it joins with (`--initial-cluster-state existing`).
+    join_cluster: Option<String>,
 }
 
 impl Member {
@@ -333,6 +336,7 @@ impl Cluster {
                     peer_port: ports[2 * i + 1],
                     log_offset: 0,
                     process: None,
+                    join_cluster: None,
                 }
             })
             .collect();
@@ -377,9 +381,19 @@ impl Cluster {
             .args(["--advertise-client-urls", &m.client_url()])
             .args(["--listen-peer-urls", &m.peer_url()])
             .args(["--initial-advertise-peer-urls", &m.peer_url()])
-            .args(["--initial-cluster", &self.initial_cluster])
+            .args([
+                "--initial-cluster",
+                m.join_cluster.as_deref().unwrap_or(&self.initial_cluster),
+            ])
             .args(["--initial-cluster-token", &self.token])
-            .args(["--initial-cluster-state", "new"])
+            .args([
+                "--initial-cluster-state",
+                if m.join_cluster.is_some() {
+                    "existing"
+                } else {
+                    "new"
+                },
+            ])
             .args(["--heartbeat-interval", &HEARTBEAT_MS.to_string()])
             .args(["--election-timeout", &ELECTION_MS.to_string()]);
         if let Some(n) = self.options.snapshot_count {
@@ -510,6 +524,39 @@ impl Cluster {
         if let Err(why) = self.wait_listening(i) {
             panic!("restarting {}: {why}", self.members[i].name);
         }
+    }
+
+    /// Reserves ports and a data directory for one more member (named
+    /// `n<k>`), not started: add it with `member add`, then start it with
+    /// [`Cluster::start_joining`]. Returns its index.
+    pub fn reserve_member(&mut self) -> usize {
+        let ports = free_ports(2);
+        let i = self.members.len();
+        let name = format!("n{}", i + 1);
+        self.members.push(Member {
+            data_dir: self._dir.path().join(&name),
+            log_path: self._dir.path().join(format!("{name}.log")),
+            name,
+            client_port: ports[0],
+            peer_port: ports[1],
+            log_offset: 0,
+            process: None,
+            join_cluster: None,
+        });
+        i
+    }
+
+    /// Starts reserved member `i` so it joins the running cluster with
+    /// `--initial-cluster-state existing` and this `--initial-cluster`
+    /// (what `member add` printed), and waits until it listens.
+    pub fn start_joining(&mut self, i: usize, initial_cluster: &str) {
+        self.members[i].join_cluster = Some(initial_cluster.to_string());
+        self.restart(i);
+    }
+
+    /// The cluster's temporary directory (removed with the cluster).
+    pub fn dir(&self) -> &Path {
+        self._dir.path()
     }
 
     /// Indexes of the members that are running.
@@ -726,5 +773,23 @@ pub mod tonic_status {
         pub code: String,
         /// Status message.
         pub message: String,
+    }
+}
+
+/// Polls a blocking `check` (say, an etcdctl run) until it returns `Ok`, at
+/// most for [`STARTUP_TIMEOUT`]; panics naming `what` and the last reason.
+pub fn must_wait_for_blocking<T, E: Debug>(
+    what: &str,
+    mut check: impl FnMut() -> Result<T, E>,
+) -> T {
+    let deadline = Instant::now() + STARTUP_TIMEOUT;
+    loop {
+        match check() {
+            Ok(value) => return value,
+            Err(why) if Instant::now() >= deadline => {
+                panic!("timed out after {STARTUP_TIMEOUT:?} waiting for {what}; last: {why:?}")
+            }
+            Err(_) => std::thread::sleep(Duration::from_millis(100)),
+        }
     }
 }
