@@ -32,6 +32,7 @@
 //!    revisions `>=` the compacted one, which never need them (index
 //!    invariant 3).
 
+use std::collections::BTreeMap;
 use std::ops::Bound;
 
 use redb::{ReadableTable, Table, WriteTransaction};
@@ -39,7 +40,7 @@ use redb::{ReadableTable, Table, WriteTransaction};
 use crate::check::check_txn_intervals;
 use crate::command::{Command, Response};
 use crate::error::MvccError;
-use crate::index::{self, IndexView, KeyRange, Keys, Layered, Rev};
+use crate::index::{self, compaction_cut, IndexView, KeyRange, Keys, Layered, Rev};
 use crate::read::{plan_range, with_record};
 use crate::schema::{
     Record, RevKey, LEASES, LEASE_KEYS, META, META_APPLIED_INDEX, META_COMPACT_REVISION,
@@ -116,9 +117,9 @@ impl Writes {
 pub(crate) struct Outcome {
     /// Index entries of the batch's writes.
     pub overlay: Keys,
-    /// The index must be compacted at this revision (after the overlay is
-    /// merged).
-    pub compact_to: Option<i64>,
+    /// Compaction of the index, to apply after the overlay is merged: how
+    /// many of each key's oldest revisions go (index invariant 2).
+    pub compact_cuts: BTreeMap<Box<[u8]>, usize>,
     /// Store revision after the batch.
     pub revision: i64,
     /// Compacted revision after the batch.
@@ -134,7 +135,8 @@ pub(crate) struct Applier<'t, 'i> {
     base: &'i Keys,
     /// Index entries of this batch's writes.
     overlay: Keys,
-    compact_to: Option<i64>,
+    /// Index compaction computed by this batch's compactions.
+    compact_cuts: BTreeMap<Box<[u8]>, usize>,
     /// Store revision after the commands applied so far.
     pub revision: i64,
     /// Compacted revision after the commands applied so far.
@@ -157,7 +159,7 @@ impl<'t, 'i> Applier<'t, 'i> {
             lease_keys: txn.open_table(LEASE_KEYS)?,
             base,
             overlay: Keys::new(),
-            compact_to: None,
+            compact_cuts: BTreeMap::new(),
             revision,
             compacted,
             buf: Vec::new(),
@@ -180,7 +182,7 @@ impl<'t, 'i> Applier<'t, 'i> {
     pub fn finish(self) -> Outcome {
         Outcome {
             overlay: self.overlay,
-            compact_to: self.compact_to,
+            compact_cuts: self.compact_cuts,
             revision: self.revision,
             compacted: self.compacted,
         }
@@ -534,7 +536,9 @@ impl<'t, 'i> Applier<'t, 'i> {
     /// etcd's `Compact` with synchronous physical removal: for every key,
     /// drop the versions below its newest one at or below `rev`, and that
     /// one too if it is a tombstone. The index is walked in memory (etcd's
-    /// `treeIndex.Compact`); the records go from `revs` in revision order.
+    /// `treeIndex.Compact`) under the read lock; the records go from `revs`
+    /// in revision order; the index entries go at publication (invariant 4),
+    /// where only the keys that lose some are touched.
     fn compact(&mut self, rev: i64) -> Result<(), Fail> {
         if rev <= self.compacted {
             return Err(Fail::Request(MvccError::Compacted {
@@ -547,45 +551,34 @@ impl<'t, 'i> Applier<'t, 'i> {
             }));
         }
         let mut victims: Vec<RevKey> = Vec::new();
-        let mut cut = |base: &[Rev], over: &[Rev]| {
-            // All of `over` is newer than all of `base`.
-            let combined = |i: usize| {
-                if i < base.len() {
-                    base[i]
-                } else {
-                    over[i - base.len()]
-                }
-            };
-            // Entries at or below `rev`: a prefix of base, then of over
-            // (which is empty unless all of base is at or below `rev`).
-            let n =
-                base.partition_point(|r| r.main <= rev) + over.partition_point(|r| r.main <= rev);
-            let n = match n.checked_sub(1) {
-                None => 0,
-                Some(i) if combined(i).tombstone => n,
-                Some(i) => i,
-            };
-            victims.extend((0..n).map(|i| combined(i).at()));
+        let cuts = &mut self.compact_cuts;
+        let mut cut = |key: &[u8], base: &[Rev], over: &[Rev]| {
+            let n = compaction_cut(base, over, rev);
+            if n > 0 {
+                let all = base.iter().chain(over);
+                victims.extend(all.take(n).map(|r| r.at()));
+                // A later compaction in the batch cuts at least as much.
+                cuts.insert(key.into(), n);
+            }
         };
         let mut over = self.overlay.iter().peekable();
         for (key, base) in self.base {
-            while let Some((_, o)) = over.next_if(|(k, _)| *k < key) {
-                cut(&[], o);
+            while let Some((k, o)) = over.next_if(|(k, _)| *k < key) {
+                cut(k, &[], o);
             }
             match over.next_if(|(k, _)| *k == key) {
-                Some((_, o)) => cut(base, o),
-                None => cut(base, &[]),
+                Some((_, o)) => cut(key, base, o),
+                None => cut(key, base, &[]),
             }
         }
-        for (_, o) in over {
-            cut(&[], o);
+        for (k, o) in over {
+            cut(k, &[], o);
         }
         victims.sort_unstable();
         for at in victims {
             // A second compaction in one batch finds some already gone.
             self.revs.remove(at)?;
         }
-        self.compact_to = Some(rev);
         self.compacted = rev;
         Ok(())
     }

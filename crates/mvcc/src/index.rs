@@ -52,28 +52,38 @@ pub(crate) fn newest_at(revs: &[Rev], rev: i64) -> Option<Rev> {
 
 /// How many of a key's oldest revisions compaction at `c` removes: all
 /// below its newest revision `<= c`, and that one too if it is a tombstone
-/// (etcd's `keyIndex.compact`).
-pub(crate) fn compaction_cut(revs: &[Rev], c: i64) -> usize {
-    let n = revs.partition_point(|r| r.main <= c);
-    match n.checked_sub(1) {
-        None => 0,
-        Some(i) if revs[i].tombstone => n,
-        Some(i) => i,
+/// (etcd's `keyIndex.compact`). The key's revisions are `base` followed by
+/// `over` (an apply batch's, all newer than `base`'s).
+pub(crate) fn compaction_cut(base: &[Rev], over: &[Rev], c: i64) -> usize {
+    // At or below `c`: a prefix of base, then of over (empty unless all of
+    // base is at or below `c`).
+    let n = base.partition_point(|r| r.main <= c) + over.partition_point(|r| r.main <= c);
+    let newest = match n.checked_sub(1) {
+        None => return 0,
+        Some(i) if i < base.len() => base[i],
+        Some(i) => over[i - base.len()],
+    };
+    if newest.tombstone {
+        n
+    } else {
+        n - 1
     }
 }
 
-/// Applies compaction at `c` to every key.
-pub(crate) fn compact(keys: &mut Keys, c: i64) {
-    keys.retain(|_, revs| {
-        let cut = compaction_cut(revs, c);
-        if cut > 0 {
-            revs.drain(..cut);
-            if revs.capacity() > 2 * revs.len() {
-                revs.shrink_to_fit();
-            }
+/// Removes the `cut` oldest revisions of each key (computed by
+/// [`compaction_cut`]), and keys left with none.
+pub(crate) fn apply_cuts(keys: &mut Keys, cuts: BTreeMap<Box<[u8]>, usize>) {
+    for (key, cut) in cuts {
+        let Some(revs) = keys.get_mut(&key) else {
+            continue;
+        };
+        revs.drain(..cut.min(revs.len()));
+        if revs.is_empty() {
+            keys.remove(&key);
+        } else if revs.capacity() > 2 * revs.len() {
+            revs.shrink_to_fit();
         }
-        !revs.is_empty()
-    });
+    }
 }
 
 /// Appends a version to `key`'s revisions, allocating the key only when it
@@ -277,15 +287,25 @@ mod tests {
     #[test]
     fn compaction_keeps_the_newest_live_version_at_or_below() {
         let revs = [r(2, false), r(4, false), r(6, true), r(8, false)];
-        assert_eq!(compaction_cut(&revs, 1), 0);
-        assert_eq!(compaction_cut(&revs, 2), 0);
-        assert_eq!(compaction_cut(&revs, 5), 1);
-        assert_eq!(compaction_cut(&revs, 6), 3, "a tombstone goes too");
-        assert_eq!(compaction_cut(&revs, 9), 3);
+        assert_eq!(compaction_cut(&revs, &[], 1), 0);
+        assert_eq!(compaction_cut(&revs, &[], 2), 0);
+        assert_eq!(compaction_cut(&revs, &[], 5), 1);
+        assert_eq!(compaction_cut(&revs, &[], 6), 3, "a tombstone goes too");
+        assert_eq!(compaction_cut(&revs, &[], 9), 3);
+        for c in 0..10 {
+            for split in 0..=revs.len() {
+                let (base, over) = revs.split_at(split);
+                assert_eq!(compaction_cut(base, over, c), compaction_cut(&revs, &[], c));
+            }
+        }
         let mut keys = Keys::new();
         keys.insert(b"a".as_slice().into(), revs.to_vec());
         keys.insert(b"b".as_slice().into(), vec![r(3, false), r(5, true)]);
-        compact(&mut keys, 7);
+        let cuts = keys
+            .iter()
+            .map(|(k, v)| (k.clone(), compaction_cut(v, &[], 7)))
+            .collect();
+        apply_cuts(&mut keys, cuts);
         assert_eq!(keys.len(), 1);
         assert_eq!(keys[b"a".as_slice()], [r(8, false)]);
         assert_eq!(newest_at(&[r(8, false)], 7), None);

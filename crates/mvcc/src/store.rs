@@ -363,9 +363,7 @@ impl Store {
                     }
                 }
             }
-            if let Some(c) = outcome.compact_to {
-                index::compact(&mut state.keys, c);
-            }
+            index::apply_cuts(&mut state.keys, outcome.compact_cuts);
             state.revision = outcome.revision;
             state.compacted = outcome.compacted;
             state.applied_index = applied;
