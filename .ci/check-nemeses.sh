@@ -1,45 +1,57 @@
 #!/usr/bin/env bash
-# One short `concord check` per nemesis against the register workload on a
-# 3-member cluster; fails if any verdict is not valid (exit code 0).
+# Short `concord check` runs on a 3-member cluster: the register workload
+# under each nemesis (partition, kill, pause, clock, member) and the lock
+# workload under pause and partition; fails if any verdict is not valid
+# (exit code 0).
 #
-#   bash .ci/check-nemeses.sh                  # partition, kill, pause, clock; 25 s each
-#   CHECK_TIME_LIMIT=30 CHECK_NEMESES="partition,kill pause" bash .ci/check-nemeses.sh
+#   bash .ci/check-nemeses.sh                  # the seven runs below; 22 s each, ~3.5 min
+#   CHECK_TIME_LIMIT=30 CHECK_RUNS="register:partition,kill lock:pause" bash .ci/check-nemeses.sh
+#   CHECK_NEMESES="partition pause" bash .ci/check-nemeses.sh   # register runs only (as before)
 #   CHECK_OUT=/tmp/ci-check bash .ci/check-nemeses.sh   # keep the output folders there
 #
 # Each run writes history.jsonl, nemesis.log, verdict.txt and report.html
-# under $CHECK_OUT/<nemesis>/; a failing run's folder is kept and named.
+# (and for lock: resource.jsonl, fenced.jsonl) under
+# $CHECK_OUT/<workload>-<nemesis>/; a failing run's folder is kept and named.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-time_limit="${CHECK_TIME_LIMIT:-25}"
-nemeses="${CHECK_NEMESES:-partition kill pause clock}"
+time_limit="${CHECK_TIME_LIMIT:-22}"
+default_runs="register:partition register:kill register:pause register:clock register:member lock:pause lock:partition"
+if [ -n "${CHECK_NEMESES:-}" ]; then
+  runs=""
+  for nemesis in $CHECK_NEMESES; do runs="$runs register:$nemesis"; done
+else
+  runs="${CHECK_RUNS:-$default_runs}"
+fi
 out="${CHECK_OUT:-$(mktemp -d -t concord-check-ci.XXXXXX)}"
 mkdir -p "$out"
 
 cargo build -q -p concord
 # Run a private copy: another build in the shared target folder must not
-# replace the binary under the members (they are restarted by the kill
-# nemesis from this path).
+# replace the binary under the members (they are restarted by the kill and
+# member nemeses from this path).
 bin="$out/concord"
 cp target/debug/concord "$bin"
 
 failed=()
 summary=()
-for nemesis in $nemeses; do
-  dir="$out/${nemesis//,/+}"
+for run in $runs; do
+  workload="${run%%:*}"
+  nemesis="${run#*:}"
+  dir="$out/$workload-${nemesis//,/+}"
   rm -rf "$dir"
-  echo "-- concord check --nemesis $nemesis --time-limit $time_limit --out $dir"
+  echo "-- concord check --workload $workload --nemesis $nemesis --time-limit $time_limit --out $dir"
   start=$SECONDS
   set +e
-  "$bin" check --nodes 3 --workload register --nemesis "$nemesis" \
+  "$bin" check --nodes 3 --workload "$workload" --nemesis "$nemesis" \
     --time-limit "$time_limit" --out "$dir"
   code=$?
   set -e
   verdict="$(head -1 "$dir/verdict.txt" 2>/dev/null || echo "no verdict (exit $code)")"
   ops="$(sed -n 's/^operations: //p' "$dir/verdict.txt" 2>/dev/null | head -1)"
-  summary+=("$(printf '%-12s %-18s %4ss  %s' "$nemesis" "$verdict" "$((SECONDS - start))" "$ops")")
+  summary+=("$(printf '%-9s %-12s %-18s %4ss  %s' "$workload" "$nemesis" "$verdict" "$((SECONDS - start))" "$ops")")
   if [ "$code" -ne 0 ]; then
-    failed+=("$nemesis: $verdict, see $dir")
+    failed+=("$workload/$nemesis: $verdict, see $dir")
   fi
 done
 

@@ -56,6 +56,10 @@ pub const MEMBERSHIP_TIMEOUT: Duration = Duration::from_secs(20);
 /// Budget of one Cluster service call.
 const MEMBERSHIP_CALL_TIMEOUT: Duration = Duration::from_secs(5);
 
+/// How long adding a member back waits to see it catch up (only logged;
+/// the workload keeps running meanwhile on the other members).
+const CATCH_UP_WAIT: Duration = Duration::from_secs(5);
+
 /// Pause between attempts of a membership change.
 const MEMBERSHIP_RETRY: Duration = Duration::from_millis(200);
 
@@ -855,6 +859,33 @@ impl Cluster {
             "started {name} on an empty data directory with --initial-cluster-state existing"
         ));
         self.reapply_faults(i).await?;
+        // Evidence that it rejoined: its applied index reaches what the
+        // leader had committed when it started (bounded; the run's final
+        // settle checks again).
+        let started = Instant::now();
+        let target = match self.leader().await {
+            Some(leader) => self.status(leader).await.map(|s| s.commit),
+            None => None,
+        };
+        if let Some(target) = target {
+            loop {
+                let applied = self.status(i).await.map_or(0, |s| s.applied);
+                if applied >= target {
+                    note(format!(
+                        "{name} caught up: applied index {applied} >= leader's commit {target} at start, after {:.1} s",
+                        started.elapsed().as_secs_f64()
+                    ));
+                    break;
+                }
+                if started.elapsed() >= CATCH_UP_WAIT {
+                    note(format!(
+                        "{name} has applied {applied} of the leader's {target} after {CATCH_UP_WAIT:?}; not waiting longer"
+                    ));
+                    break;
+                }
+                tokio::time::sleep(POLL_INTERVAL).await;
+            }
+        }
         Ok(new_id)
     }
 

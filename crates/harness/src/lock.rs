@@ -1061,6 +1061,87 @@ mod tests {
         assert_eq!(violations[0].order, "revision order");
     }
 
+    fn acquire_op(process: u64, call: u64, ret: u64, token: u64) -> MutexOp {
+        op(
+            process,
+            call,
+            Some(ret),
+            KeyedInput::new(lock_name(0), MutexInput::Acquire),
+            Outcome::Ok(MutexOutput::Acquire { token }),
+        )
+    }
+
+    fn release_op(process: u64, call: u64, ret: Option<u64>, token: u64) -> MutexOp {
+        let outcome = match ret {
+            Some(_) => Outcome::Ok(MutexOutput::Release),
+            None => Outcome::Info,
+        };
+        op(
+            process,
+            call,
+            ret,
+            KeyedInput::new(lock_name(0), MutexInput::Release { token }),
+            outcome,
+        )
+    }
+
+    fn mutex_verdict(history: &[MutexOp]) -> concord_check::Verdict {
+        concord_check::check(
+            &concord_check::Keyed::new(concord_check::MutexModel),
+            history,
+            &concord_check::CheckOptions::default(),
+        )
+        .expect("well-formed")
+        .verdict
+    }
+
+    /// Process 0 takes the lock (token 10) and stalls; its lease expires
+    /// and process 1 takes it (token 13). What the workload records for
+    /// process 0 depends on what its fenced write saw afterwards.
+    #[test]
+    fn a_fenced_ex_holder_is_no_violation_but_a_stale_write_is() {
+        use concord_check::Verdict;
+        // Refused by the fence at [50, 52]: the lock was lost somewhere in
+        // [last_held = 5 (the token read), 52]. Process 1's acquisition at
+        // [20, 30] fits inside: no violation.
+        let fenced = vec![
+            acquire_op(0, 0, 8, 10),
+            acquire_op(1, 20, 30, 13),
+            release_op(2, 5, Some(52), 10),
+            release_op(1, 40, Some(45), 13),
+        ];
+        assert_eq!(mutex_verdict(&fenced), Verdict::Linearizable);
+        // Without the fence the write applied at [50, 52], "proving" the
+        // lock still held at 50, after process 1's acquisition completed:
+        // the release cannot start before 50, so two held it at once.
+        let stale = vec![
+            acquire_op(0, 0, 8, 10),
+            acquire_op(1, 20, 30, 13),
+            release_op(0, 50, Some(60), 10),
+            release_op(1, 40, Some(45), 13),
+        ];
+        assert_eq!(mutex_verdict(&stale), Verdict::NotLinearizable);
+        // The fencing check sees the same stale write from the resource's
+        // side: token 13 wrote at [32, 35] before token 10's write.
+        let writes = vec![applied(1, 13, 1, 32, 35, 20), applied(0, 10, 2, 50, 52, 21)];
+        assert_eq!(check_fencing(&writes).len(), 2);
+        // An Unlock that timed out leaves the release pending from
+        // last_held: never a violation by itself.
+        let unknown = vec![
+            acquire_op(0, 0, 8, 10),
+            release_op(2, 5, None, 10),
+            acquire_op(1, 20, 30, 13),
+        ];
+        assert_eq!(mutex_verdict(&unknown), Verdict::Linearizable);
+        // Tokens must grow with acquisition order.
+        let backwards = vec![
+            acquire_op(0, 0, 8, 13),
+            release_op(0, 10, Some(12), 13),
+            acquire_op(1, 20, 30, 10),
+        ];
+        assert_eq!(mutex_verdict(&backwards), Verdict::NotLinearizable);
+    }
+
     #[test]
     fn process_ids_move_on_after_info_and_overlap() {
         let mut p = Procs::new(2, 6);

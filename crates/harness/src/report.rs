@@ -605,8 +605,9 @@ pub fn summary_section(facts: &Facts<'_>) -> String {
     html.push_str(&escape(&log.to_text()));
     html.push_str(
         "</pre>\n<p class=\"note\">Files: history.jsonl (check again with <code>concord \
-         check-history --format jsonl history.jsonl</code>), nemesis.log, verdict.txt, \
-         cluster/ (member data and logs).</p>\n",
+         check-history --format jsonl history.jsonl</code>; for lock also resource.jsonl, \
+         and fenced.jsonl with every fenced write), nemesis.log, verdict.txt, cluster/ \
+         (member data and logs).</p>\n",
     );
     html
 }

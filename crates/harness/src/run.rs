@@ -7,10 +7,14 @@
 //!    to settle (bounded by [`SETTLE_TIMEOUT`]), run the final reads;
 //! 4. stop the cluster, check the history with `concord-check` (the kv
 //!    register model; for `set`, the adds and the final read expressed in
-//!    that model) and write the output folder:
+//!    that model; for `lock`, the mutex history with the kv mutex model,
+//!    the resources with the kv register model, and the fencing check of
+//!    [`crate::lock`]) and write the output folder:
 //!
 //! ```text
 //! OUT/history.jsonl   every operation, JSON lines (`concord check-history --format jsonl`)
+//! OUT/resource.jsonl  lock: the resources' reads and fenced writes (same format)
+//! OUT/fenced.jsonl    lock: every fenced write with its token and revision
 //! OUT/nemesis.log     what the nemeses did, when (seconds on the history's clock)
 //! OUT/verdict.txt     the verdict on the first line, then the details
 //! OUT/report.html     the timeline of the smallest failing piece, or a summary
@@ -22,7 +26,7 @@
 //!    reads + the checker's budget, each with its own named bound.
 //! 2. The verdict is the checker's, except that a `set` run whose final
 //!    read never succeeded is `unknown` (nothing was checked), never
-//!    `linearizable`.
+//!    `linearizable`; a `lock` run's is the worst of its three checks.
 //! 3. The output folder must be new or empty, so a folder never mixes two
 //!    runs' histories and data directories.
 

@@ -28,6 +28,7 @@
 //!   history for the kv register model, an add is a write of key `set/v`
 //!   and the final read becomes one read per key: every acknowledged add
 //!   must read back, a failed or never-attempted one must not.
+//! - `lock`: in [`crate::lock`] (Lock service, leases, fenced writes).
 //!
 //! Invariants:
 //! 1. Every client loop stops by itself at the time limit; every
