@@ -359,6 +359,13 @@ impl Session {
     }
 }
 
+impl Drop for Session {
+    fn drop(&mut self) {
+        // However the client's turn ended, no keep-alive task outlives it.
+        self.keepalive.abort();
+    }
+}
+
 /// The resource value written by fenced writes: `value:token:client`.
 fn encode_resource(value: i64, token: u64, client: usize) -> Vec<u8> {
     format!("{value}:{token}:{client}").into_bytes()
