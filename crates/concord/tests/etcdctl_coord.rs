@@ -705,7 +705,6 @@ fn etcdctl_alarm_matches_etcd() {
 
 /// `defrag` of every endpoint, after compaction, with the data intact.
 #[test]
-#[ignore = "Maintenance.Defragment waits for Store::defragment (crates/mvcc)"]
 fn etcdctl_defrag_matches_etcd() {
     if !tools_present() {
         return;

@@ -119,6 +119,13 @@ pub enum Request {
         /// Answered once applied here.
         reply: oneshot::Sender<Result<CommandOutput, ServerError>>,
     },
+    /// Rewrite the store file compactly (Maintenance.Defragment). Runs on
+    /// the loop thread, which owns the store: this member serves nothing
+    /// else meanwhile, as an etcd member during defrag.
+    Defragment {
+        /// Answered when done.
+        reply: oneshot::Sender<Result<(), ServerError>>,
+    },
     /// A background snapshot thread finished a step.
     Snapshot(SnapshotEvent),
     /// Stop the loop.
@@ -444,6 +451,9 @@ impl Replica {
                     payload,
                 };
                 self.propose(envelope.encode(), sequence, Waiter::Command(reply));
+            }
+            Request::Defragment { reply } => {
+                let _ = reply.send(self.store.defragment().map_err(ServerError::from));
             }
             Request::Read { reply } => {
                 let context = self.next_read_context;

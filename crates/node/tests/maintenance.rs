@@ -23,12 +23,20 @@ struct Cluster {
     urls: Vec<String>,
 }
 
+/// A free loopback port from below the ephemeral range (10000-32767), so
+/// that no client connection of this or another test takes it between the
+/// pick and the member's bind; never the same port twice in this process.
 fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
+    use std::sync::atomic::{AtomicU64, Ordering};
+    static NEXT: AtomicU64 = AtomicU64::new(0);
+    let seed = u64::from(std::process::id()).wrapping_mul(7919);
+    loop {
+        let n = NEXT.fetch_add(1, Ordering::Relaxed);
+        let port = 10_000 + ((seed + n * 104_729) % 22_000) as u16;
+        if std::net::TcpListener::bind(("127.0.0.1", port)).is_ok() {
+            return port;
+        }
+    }
 }
 
 impl Cluster {
@@ -475,13 +483,17 @@ fn alarms_replicate_gate_writes_and_survive_restart() {
 /// A small `--quota-backend-bytes`: puts go on until a member's backend
 /// passes the quota, then that member raises NOSPACE through Raft and
 /// writes are refused (bounded: the loop must end in a refusal), while
-/// reads are still served.
+/// reads are still served; delete + compact + defragment bring every
+/// member under the quota, and after `alarm disarm` writes are accepted
+/// and stay accepted.
 #[test]
 fn space_quota_raises_nospace_and_refuses_writes() {
     const QUOTA: u64 = 4 * 1024 * 1024;
     let cluster = Cluster::start(3, |c| c.quota_backend_bytes = QUOTA);
     let leader = cluster.leader();
     let url = cluster.urls[leader].clone();
+    let urls = cluster.urls.clone();
+    use pb::alarm_request::AlarmAction::{Deactivate, Get};
     run(async move {
         let mut kv = KvClient::new(channel(&url));
         let maintenance = MaintenanceClient::new(channel(&url));
@@ -541,5 +553,57 @@ fn space_quota_raises_nospace_and_refuses_writes() {
             .expect("reads are served")
             .into_inner();
         assert_eq!(read.kvs.len(), 1);
+
+        // etcd's way out: delete, compact, defragment every member, disarm.
+        let deleted = kv
+            .delete_range(pb::DeleteRangeRequest {
+                key: b"big/".to_vec(),
+                range_end: b"big0".to_vec(),
+                ..Default::default()
+            })
+            .await
+            .expect("deletes are served")
+            .into_inner();
+        assert_eq!(deleted.deleted, accepted as i64);
+        let revision = deleted.header.unwrap().revision;
+        kv.compact(pb::CompactionRequest {
+            revision,
+            physical: true,
+        })
+        .await
+        .expect("compaction is served");
+        for url in &urls {
+            let mut m = MaintenanceClient::new(channel(url));
+            m.defragment(pb::DefragmentRequest {})
+                .await
+                .expect("defragment");
+            let status = m.status(pb::StatusRequest {}).await.unwrap().into_inner();
+            assert!(
+                (status.db_size as u64) < QUOTA,
+                "{url}: {} bytes after defragment",
+                status.db_size
+            );
+        }
+        for a in alarm(&maintenance, Get, 0, pb::AlarmType::None).await {
+            let pb_kind = pb::AlarmType::try_from(a.alarm).unwrap();
+            assert_eq!(
+                alarm(&maintenance, Deactivate, a.member_id, pb_kind).await,
+                vec![a]
+            );
+        }
+        assert!(alarm(&maintenance, Get, 0, pb::AlarmType::None)
+            .await
+            .is_empty());
+        kv.put(put_request("after", 10))
+            .await
+            .expect("writes accepted again");
+        // Below the quota now: the alarm is not raised again.
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        kv.put(put_request("after", 10))
+            .await
+            .expect("still accepted");
+        assert!(alarm(&maintenance, Get, 0, pb::AlarmType::None)
+            .await
+            .is_empty());
     });
 }

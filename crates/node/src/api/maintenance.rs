@@ -110,13 +110,27 @@ impl Maintenance for Api {
         }))
     }
 
+    /// Rewrites this member's store file compactly, giving the space that
+    /// compaction freed back to the file system (what lowers the size
+    /// below the quota before `alarm disarm`). Like etcd's, it is per
+    /// member and blocks that member's loop while it runs.
     async fn defragment(
         &self,
         _request: Request<pb::DefragmentRequest>,
     ) -> Result<Response<pb::DefragmentResponse>, Status> {
-        Err(Status::unimplemented(
-            "concord: Defragment is not supported yet",
-        ))
+        let (reply, rx) = tokio::sync::oneshot::channel();
+        self.shared
+            .inbox
+            .send(crate::replica::Request::Defragment { reply })
+            .map_err(|_| server_status(ServerError::Stopped))?;
+        // Defragmenting a large store may take longer than a request; the
+        // client's own deadline bounds the wait (etcdctl defrag: 15 s).
+        rx.await
+            .map_err(|_| server_status(ServerError::Stopped))?
+            .map_err(server_status)?;
+        Ok(Response::new(pb::DefragmentResponse {
+            header: Some(self.header(self.revision_now_or_zero())),
+        }))
     }
 
     async fn hash(
