@@ -127,6 +127,9 @@ fn main() {
     let store = Store::open(&path, options).expect("reopen");
     let reopen = reopen.elapsed();
     assert_eq!(store.applied_index(), puts);
+    let rss_reopened = rss_kib();
+    // Equal across store versions for the same puts (members compare it).
+    let hash = store.reader().hash_kv(0).expect("hash").hash;
 
     let per_put = |bytes: u64| bytes as f64 / puts as f64;
     let order = if sequential { "sequential" } else { "random" };
@@ -157,4 +160,8 @@ fn main() {
         println!("rss:     {} MiB after the run", rss / 1024);
     }
     println!("reopen:  {:.1} ms", reopen.as_secs_f64() * 1e3);
+    if let Some(rss) = rss_reopened {
+        println!("rss:     {} MiB after reopening", rss / 1024);
+    }
+    println!("hash_kv: {hash:#010x}");
 }

@@ -37,6 +37,7 @@ pub mod check;
 mod command;
 mod error;
 mod index;
+mod migrate;
 mod read;
 mod schema;
 mod snapshot;

@@ -57,8 +57,8 @@ pub(crate) const META_COMPACT_REVISION: &str = "compact_revision";
 pub(crate) const META_APPLIED_INDEX: &str = "applied_index";
 /// `meta` key: the schema version of this file.
 pub(crate) const META_SCHEMA: &str = "schema";
-/// The schema this build writes and reads. Schema 1 (key-ordered `current`
-/// and `history` tables) is not read: restore such a member from a snapshot.
+/// The schema this build writes and reads. A schema-1 file (key-ordered
+/// `current` and `history` tables) is upgraded at open (`migrate.rs`).
 pub(crate) const SCHEMA_VERSION: i64 = 2;
 
 /// Compacted revision of a store that was never compacted. etcd starts its

@@ -214,7 +214,8 @@ fn load_index(txn: &ReadTransaction, revision: i64) -> Result<Keys, MvccError> {
 
 impl Store {
     /// Opens the store at `path`, creating an empty one (revision 1) if the
-    /// file does not exist, and rebuilds the key index.
+    /// file does not exist, upgrading a schema-1 file in place (one durable
+    /// transaction, see `migrate.rs`), and rebuilds the key index.
     pub fn open(path: impl AsRef<Path>, options: StoreOptions) -> Result<Store, MvccError> {
         let path = path.as_ref().to_path_buf();
         let mut builder = Database::builder();
@@ -238,6 +239,11 @@ impl Store {
                     meta.insert(META_APPLIED_INDEX, 0)?;
                 }
                 Some(SCHEMA_VERSION) => {}
+                Some(1) => {
+                    drop(meta);
+                    crate::migrate::from_v1(&txn)?;
+                    meta = txn.open_table(META)?;
+                }
                 Some(other) => {
                     return Err(MvccError::Corrupt(format!(
                         "schema version {other}, expected {SCHEMA_VERSION}"
@@ -246,6 +252,8 @@ impl Store {
             }
             read_meta(&meta)?
         };
+        // Durable: creation, and an upgrade from schema 1, must not be
+        // undone by a crash after the first batches.
         txn.commit()?;
         let keys = load_index(&db.begin_read()?, revision)?;
         let state = State {

@@ -351,3 +351,126 @@ fn the_page_cache_is_bounded_by_default() {
     );
     const { assert!(CACHE_SIZE_BYTES_DEFAULT <= 128 << 20) };
 }
+
+/// A schema-1 record: format 1, flags, main, sub, create, version, lease, value.
+fn v1_record(
+    tombstone: bool,
+    main: i64,
+    create: i64,
+    version: i64,
+    lease: i64,
+    value: &str,
+) -> Vec<u8> {
+    let mut out = vec![1u8, u8::from(tombstone)];
+    out.extend_from_slice(&main.to_le_bytes());
+    out.extend_from_slice(&0u32.to_le_bytes());
+    for x in [create, version, lease] {
+        out.extend_from_slice(&x.to_le_bytes());
+    }
+    out.extend_from_slice(value.as_bytes());
+    out
+}
+
+#[test]
+fn a_schema_1_file_is_upgraded_at_open() {
+    use redb::{TableDefinition, TableHandle};
+    // The same history through the API...
+    let mut h = Harness::new();
+    h.ok(Command::LeaseGrant(LeaseGrantRequest { id: 5, ttl: 100 })); // rev 1
+    h.put("a", "1"); // 2
+    h.ok(Command::Put(PutRequest {
+        key: "b".into(),
+        value: "2".into(),
+        lease: 5,
+        ..Default::default()
+    })); // 3
+    h.put("a", "3"); // 4
+    h.del("b", ""); // 5
+    h.ok(Command::Put(PutRequest {
+        key: "c".into(),
+        value: "4".into(),
+        lease: 5,
+        ..Default::default()
+    })); // 6
+
+    // ...and written the way schema 1 stored it.
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("v1.redb");
+    {
+        let db = redb::Database::create(&path).unwrap();
+        let txn = db.begin_write().unwrap();
+        {
+            let meta_def: TableDefinition<&str, i64> = TableDefinition::new("meta");
+            let current_def: TableDefinition<&[u8], &[u8]> = TableDefinition::new("current");
+            let history_def: TableDefinition<(&[u8], i64, u32), &[u8]> =
+                TableDefinition::new("history");
+            let revlog_def: TableDefinition<(i64, u32), &[u8]> = TableDefinition::new("revlog");
+            let leases_def: TableDefinition<i64, (i64, i64)> = TableDefinition::new("leases");
+            let lease_keys_def: TableDefinition<(i64, &[u8]), ()> =
+                TableDefinition::new("lease_keys");
+            let mut meta = txn.open_table(meta_def).unwrap();
+            for (k, v) in [
+                ("schema", 1),
+                ("revision", 6),
+                ("compact_revision", -1),
+                ("applied_index", 6),
+            ] {
+                meta.insert(k, v).unwrap();
+            }
+            let versions = [
+                ("a", v1_record(false, 2, 2, 1, 0, "1")),
+                ("b", v1_record(false, 3, 3, 1, 5, "2")),
+                ("a", v1_record(false, 4, 2, 2, 0, "3")),
+                ("b", v1_record(true, 5, 0, 0, 0, "")),
+                ("c", v1_record(false, 6, 6, 1, 5, "4")),
+            ];
+            let mut history = txn.open_table(history_def).unwrap();
+            let mut revlog = txn.open_table(revlog_def).unwrap();
+            for (main, (key, record)) in (2i64..).zip(&versions) {
+                history
+                    .insert((key.as_bytes(), main, 0), record.as_slice())
+                    .unwrap();
+                revlog.insert((main, 0), key.as_bytes()).unwrap();
+            }
+            let mut current = txn.open_table(current_def).unwrap();
+            current
+                .insert(b"a".as_slice(), versions[2].1.as_slice())
+                .unwrap();
+            current
+                .insert(b"c".as_slice(), versions[4].1.as_slice())
+                .unwrap();
+            txn.open_table(leases_def)
+                .unwrap()
+                .insert(5, (100, 0))
+                .unwrap();
+            txn.open_table(lease_keys_def)
+                .unwrap()
+                .insert((5, b"c".as_slice()), ())
+                .unwrap();
+            assert_eq!(history_def.name(), "history");
+        }
+        txn.commit().unwrap();
+    }
+    let mut upgraded = Store::open(&path, StoreOptions::default()).unwrap();
+    upgraded.reader().verify().unwrap();
+    assert_eq!(upgraded.applied_index(), 6);
+    let all = |s: &Store| {
+        let r = s.reader();
+        (
+            r.range(&range_req("\0", "\0")).unwrap(),
+            r.hash_kv(0).unwrap(),
+            r.hash_kv(4).unwrap(),
+            r.events_since(1, b"\0", b"\0", 0).unwrap(),
+            r.lease(5).unwrap(),
+        )
+    };
+    assert_eq!(all(&upgraded), all(&h.store), "hashes survive the upgrade");
+    let next = [(7, Command::Put(put_req("d", "5")))];
+    assert_eq!(
+        upgraded.apply_batch(&next).unwrap()[0].as_ref().unwrap(),
+        h.store.apply_batch(&next).unwrap()[0].as_ref().unwrap()
+    );
+    drop(upgraded);
+    let reopened = Store::open(&path, StoreOptions::default()).unwrap();
+    assert_eq!(all(&reopened), all(&h.store));
+}

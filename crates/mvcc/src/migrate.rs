@@ -1,0 +1,70 @@
+//! Upgrading a schema-1 file in place at open.
+//!
+//! Schema 1 kept every version twice in key order (`current` for live keys,
+//! `history` for all) plus a `revlog` in revision order. Schema 2 keeps
+//! `revs` only (`schema.rs`). The upgrade copies `history` into `revs`,
+//! drops the three old tables and sets `meta.schema`, all in one durable
+//! transaction: a crash during it leaves the schema-1 file as it was.
+//! `meta`, `leases` and `lease_keys` are unchanged between the two.
+
+use redb::{ReadableTable, TableDefinition, WriteTransaction};
+
+use crate::error::MvccError;
+use crate::schema::{Record, META, META_SCHEMA, REVS, SCHEMA_VERSION};
+
+/// Schema 1's version table: (key, main, sub) -> record.
+const HISTORY_V1: TableDefinition<(&[u8], i64, u32), &[u8]> = TableDefinition::new("history");
+/// Schema 1's tables that schema 2 no longer has.
+const DROPPED_V1: [&str; 3] = ["current", "history", "revlog"];
+/// Schema 1 record: format 1, flags, main, sub, create, version, lease, value.
+const RECORD_V1_HEADER_LEN: usize = 1 + 1 + 8 + 4 + 8 + 8 + 8;
+
+/// Rewrites a schema-1 store as schema 2 inside `txn` (the caller commits).
+pub(crate) fn from_v1(txn: &WriteTransaction) -> Result<(), MvccError> {
+    {
+        let history = txn.open_table(HISTORY_V1)?;
+        let mut revs = txn.open_table(REVS)?;
+        let mut buf = Vec::new();
+        for entry in history.iter()? {
+            let (k, v) = entry?;
+            let (key, main, sub) = k.value();
+            let record = decode_v1(key, main, sub, v.value())?;
+            record.encode_into(&mut buf);
+            revs.insert((main, sub), buf.as_slice())?;
+        }
+    }
+    for name in DROPPED_V1 {
+        txn.delete_table(TableDefinition::<&[u8], &[u8]>::new(name))?;
+    }
+    txn.open_table(META)?.insert(META_SCHEMA, SCHEMA_VERSION)?;
+    Ok(())
+}
+
+/// Decodes a schema-1 record stored under `(key, main, sub)`. Gateway from
+/// disk: never panics.
+fn decode_v1<'a>(
+    key: &'a [u8],
+    main: i64,
+    sub: u32,
+    bytes: &'a [u8],
+) -> Result<Record<'a>, MvccError> {
+    let corrupt = |what: &str| MvccError::Corrupt(format!("schema-1 record {main}.{sub}: {what}"));
+    if bytes.len() < RECORD_V1_HEADER_LEN || bytes[0] != 1 || bytes[1] > 1 {
+        return Err(corrupt("bad header"));
+    }
+    let i64_at = |at: usize| i64::from_le_bytes(bytes[at..at + 8].try_into().expect("8 bytes"));
+    let stored_sub = u32::from_le_bytes(bytes[10..14].try_into().expect("4 bytes"));
+    if i64_at(2) != main || stored_sub != sub {
+        return Err(corrupt("misplaced"));
+    }
+    Ok(Record {
+        tombstone: bytes[1] == 1,
+        mod_main: main,
+        mod_sub: sub,
+        create: i64_at(14),
+        version: i64_at(22),
+        lease: i64_at(30),
+        key,
+        value: &bytes[RECORD_V1_HEADER_LEN..],
+    })
+}
