@@ -324,7 +324,8 @@ fn lease_id(granted: &str) -> String {
 /// The reference etcd and Concord clusters, with their sides.
 struct Pair {
     etcd: Etcd,
-    concord: Cluster,
+    /// Owned so its members live (and die) with the pair.
+    _concord: Cluster,
     sides: [Side; 2],
     /// Member ids (decimal) of each side, by member index.
     ids: [Vec<u64>; 2],
@@ -374,7 +375,7 @@ impl Pair {
         ];
         Pair {
             etcd,
-            concord,
+            _concord: concord,
             sides,
             ids: [etcd_ids, concord_ids],
         }
