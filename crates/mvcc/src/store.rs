@@ -35,10 +35,11 @@
 //!    only after a successful commit, and then equal what the file holds.
 //! 6. `durable_applied_index <= applied_index`; everything up to the former
 //!    survives a crash; the latter may roll back to it.
-//! 7. Readers never hold the lock while they read values from redb, except
-//!    `events_since` (which needs the index for every event's `prev_kv`)
-//!    and `verify`; an apply batch holds the read lock while it applies and
-//!    the write lock only to publish.
+//! 7. Readers never hold the lock while they read values from redb (except
+//!    `verify`, a test tool). A reader that takes the lock a second time
+//!    (`events_since`) compares `epoch` to know that the index still
+//!    describes its transaction. An apply batch holds the read lock while
+//!    it applies and the write lock only to publish.
 
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, RwLock, RwLockReadGuard, RwLockWriteGuard};
@@ -121,6 +122,11 @@ pub(crate) struct State {
     revision: i64,
     compacted: i64,
     applied_index: u64,
+    /// Bumped whenever versions go away (a compaction is published, a
+    /// snapshot restored), so that a reader that released the lock can
+    /// tell whether the index it comes back to still describes its redb
+    /// transaction.
+    epoch: u64,
 }
 
 struct Shared {
@@ -262,6 +268,7 @@ impl Store {
             revision,
             compacted,
             applied_index: applied,
+            epoch: 0,
         };
         Ok(Store {
             shared: Arc::new(Shared {
@@ -371,6 +378,9 @@ impl Store {
                     }
                 }
             }
+            if outcome.compacted != state.compacted {
+                state.epoch += 1;
+            }
             index::apply_cuts(&mut state.keys, outcome.compact_cuts);
             state.revision = outcome.revision;
             state.compacted = outcome.compacted;
@@ -461,6 +471,7 @@ impl Store {
             state.revision = meta.revision;
             state.compacted = meta.compact_revision;
             state.applied_index = meta.applied_index;
+            state.epoch += 1;
         }
         self.revision = meta.revision;
         self.compacted = meta.compact_revision;
@@ -607,9 +618,10 @@ impl StoreReader {
     /// the compacted revision is [`MvccError::Compacted`] (etcd's watch
     /// rule: strictly below; a watch may start at the compacted revision).
     ///
-    /// Holds the read lock throughout (every event's `prev_kv` is found in
-    /// the key index), so the apply path waits for a long call: keep
-    /// `limit` modest.
+    /// The versions are read without the lock (a span walks `revs` in
+    /// revision order); the lock is taken again briefly to find each
+    /// event's `prev_kv` in the index, and the call starts over if versions
+    /// went away in between (a compaction or a restore was published).
     pub fn events_since(
         &self,
         start_revision: i64,
@@ -617,89 +629,131 @@ impl StoreReader {
         range_end: &[u8],
         limit: usize,
     ) -> Result<EventBatch, MvccError> {
+        loop {
+            if let Some(batch) = self.try_events_since(start_revision, key, range_end, limit)? {
+                return Ok(batch);
+            }
+            std::thread::yield_now();
+        }
+    }
+
+    /// [`Self::events_since`], or `None` if it has to start over.
+    fn try_events_since(
+        &self,
+        start_revision: i64,
+        key: &[u8],
+        range_end: &[u8],
+        limit: usize,
+    ) -> Result<Option<EventBatch>, MvccError> {
         let (state, txn) = self.consistent()?;
-        if start_revision < state.compacted {
+        let (revision, compacted, epoch) = (state.revision, state.compacted, state.epoch);
+        if start_revision < compacted {
             return Err(MvccError::Compacted {
-                compact_revision: state.compacted,
+                compact_revision: compacted,
             });
         }
+        let range = KeyRange::new(key, range_end);
+        // One key: its revisions are in the index.
+        let single: Vec<Rev> = match range {
+            KeyRange::Single(k) => {
+                let history = state.keys.get(k).map_or(&[][..], |v| v.as_slice());
+                let from = history.partition_point(|r| r.main < start_revision);
+                history[from..].to_vec()
+            }
+            _ => Vec::new(),
+        };
+        drop(state);
+
         let mut batch = EventBatch {
             events: Vec::new(),
-            next_revision: start_revision.max(state.revision + 1),
-            current_revision: state.revision,
-            compact_revision: state.compacted,
+            next_revision: start_revision.max(revision + 1),
+            current_revision: revision,
+            compact_revision: compacted,
         };
         let revs = txn.open_table(REVS)?;
-        let range = KeyRange::new(key, range_end);
         let limit = if limit == 0 { usize::MAX } else { limit };
-        let mut last_main = i64::MIN;
+        let mut ats: Vec<(i64, u32)> = Vec::new();
         // Returns false once the batch is full at a revision boundary.
-        let mut push = |record: Record<'_>, batch: &mut EventBatch| -> Result<bool, MvccError> {
-            let (main, sub) = (record.mod_main, record.mod_sub);
-            if batch.events.len() >= limit && main != last_main {
+        let mut push = |record: Record<'_>, batch: &mut EventBatch| -> bool {
+            let main = record.mod_main;
+            if batch.events.len() >= limit && ats.last().is_some_and(|l| l.0 != main) {
                 batch.next_revision = main;
-                return Ok(false);
+                return false;
             }
-            last_main = main;
-            let key = record.key;
-            let history = state.keys.get(key).map_or(&[][..], |v| v.as_slice());
-            let before = history.partition_point(|r| r.at() < (main, sub));
-            let prev_kv = match before.checked_sub(1).map(|i| history[i]) {
-                Some(p) if !p.tombstone => Some(with_record(&revs, p, |r| Ok(r.to_kv(true)))?),
-                _ => None,
-            };
+            ats.push((main, record.mod_sub));
             batch.events.push(if record.tombstone {
                 Event {
                     kind: EventKind::Delete,
                     kv: KeyValue {
-                        key: key.to_vec(),
+                        key: record.key.to_vec(),
                         mod_revision: main,
                         ..KeyValue::default()
                     },
-                    prev_kv,
+                    prev_kv: None,
                 }
             } else {
                 Event {
                     kind: EventKind::Put,
                     kv: record.to_kv(true),
-                    prev_kv,
+                    prev_kv: None,
                 }
             });
-            Ok(true)
+            true
         };
         match range {
             KeyRange::Empty => {}
-            // One key: its revisions are in the index.
-            KeyRange::Single(k) => {
-                let history = state.keys.get(k).map_or(&[][..], |v| v.as_slice());
-                let from = history.partition_point(|r| r.main < start_revision);
-                for rev in &history[from..] {
+            KeyRange::Single(_) => {
+                for rev in &single {
                     let guard = revs.get(rev.at())?;
-                    if !push(crate::read::fetch(&guard, *rev)?, &mut batch)? {
+                    if !push(crate::read::fetch(&guard, *rev)?, &mut batch) {
                         break;
                     }
                 }
             }
-            // A span: walk the versions in revision order, up to the
-            // published revision.
-            KeyRange::Span { .. } if start_revision > state.revision => {}
+            KeyRange::Span { .. } if start_revision > revision => {}
+            // A span: the versions in revision order, up to the published
+            // revision.
             KeyRange::Span { .. } => {
-                for entry in
-                    revs.range::<(i64, u32)>((start_revision, 0)..=(state.revision, u32::MAX))?
-                {
+                for entry in revs.range::<(i64, u32)>((start_revision, 0)..=(revision, u32::MAX))? {
                     let (at, bytes) = entry?;
                     let (main, sub) = at.value();
                     let record = Record::decode(main, sub, bytes.value())?;
-                    if !range.contains(record.key) {
-                        continue;
-                    }
-                    if !push(record, &mut batch)? {
+                    if range.contains(record.key) && !push(record, &mut batch) {
                         break;
                     }
                 }
             }
         }
-        Ok(batch)
+
+        // Each event's previous version, from the index as it was.
+        let prevs: Vec<Option<Rev>> = {
+            let state = self.shared.read();
+            if state.epoch != epoch {
+                return Ok(None);
+            }
+            batch
+                .events
+                .iter()
+                .zip(&ats)
+                .map(|(event, at)| {
+                    let history = state
+                        .keys
+                        .get(event.kv.key.as_slice())
+                        .map_or(&[][..], |v| v.as_slice());
+                    let before = history.partition_point(|r| r.at() < *at);
+                    before
+                        .checked_sub(1)
+                        .map(|i| history[i])
+                        .filter(|p| !p.tombstone)
+                })
+                .collect()
+        };
+        for (event, prev) in batch.events.iter_mut().zip(prevs) {
+            if let Some(p) = prev {
+                event.prev_kv = Some(with_record(&revs, p, |r| Ok(r.to_kv(true)))?);
+            }
+        }
+        Ok(Some(batch))
     }
 
     /// etcd's HashKV: crc32c (Castagnoli, as etcd) over every stored
