@@ -4,12 +4,14 @@
 //! data directory and log under the run's output folder, its client, peer
 //! and admin ports on 127.0.0.1, and the fault-injection admin endpoint
 //! switched on. It is the only code that touches the processes: the
-//! nemesis asks it to kill, restart, pause, resume, partition or skew a
-//! member; the workload only gets the client URLs.
+//! nemesis asks it to kill, restart, pause, resume, partition, skew,
+//! remove or add back a member; the workload only gets the client URLs.
 //!
 //! Layout under the cluster directory:
 //! ```text
-//! n1/        data directory of member n1 (kept across restarts)
+//! n1/        data directory of member n1 (kept across restarts; deleted
+//!            when n1 is removed from the cluster, recreated when it is
+//!            added back)
 //! n1.log     its stdout and stderr, appended across restarts
 //! ...
 //! ```

@@ -11,13 +11,13 @@
 //! - [`cluster`]: the member processes: ports, data directories, logs,
 //!   kill -9 / restart, SIGSTOP / SIGCONT, partitions and timer skew
 //!   through each member's fault-injection admin endpoint, leader
-//!   discovery. Owns every child; all die when it drops.
+//!   discovery, MemberRemove / MemberAdd and rejoining. Owns every child; all die when it drops.
 //! - [`workload`]: the clients (`register`, `set`), outcome classification
 //!   (`ok` / `fail` / `info`) and the final reads.
 //! - [`lock`]: the `lock` workload (Lock service, leases, fenced writes)
 //!   and its fencing checks.
 //! - [`nemesis`]: fault schedules (`partition`, `kill`, `pause`, `clock`,
-//!   combinable) and the nemesis log.
+//!   `member`, combinable) and the nemesis log.
 //! - [`run`]: one whole test, from an empty folder to a verdict.
 //! - [`report`]: `verdict.txt` and the HTML summary.
 //! - `http`: the few lines of HTTP/1.1 the admin endpoint needs.
@@ -30,8 +30,11 @@
 //! - It does not link the server: members are separate processes of the
 //!   `concord` binary, so kill -9 and SIGSTOP hit exactly what production
 //!   runs, and a member's crash cannot take the harness down.
-//! - Faults act only through the member's test-only admin endpoint and OS
-//!   signals; the harness never edits a member's files.
+//! - Faults act only through the member's test-only admin endpoint, OS
+//!   signals and (for `member`) the etcd Cluster service; the harness never
+//!   edits a member's files. The one thing it does to them is delete the
+//!   whole data directory of a member it removed from the cluster and
+//!   stopped, before adding it back empty.
 #![forbid(unsafe_code)]
 #![deny(missing_docs)]
 
