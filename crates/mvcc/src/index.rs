@@ -41,8 +41,66 @@ impl Rev {
     }
 }
 
+/// A key's retained revisions, ascending. Most keys have one (always so
+/// right after a compaction at the current revision), kept inline: a heap
+/// allocation per key would cost a third of the index's memory.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub(crate) enum Revs {
+    /// Exactly one revision.
+    One(Rev),
+    /// Any number (never empty in the index).
+    Many(Vec<Rev>),
+}
+
+impl std::ops::Deref for Revs {
+    type Target = [Rev];
+
+    fn deref(&self) -> &[Rev] {
+        match self {
+            Revs::One(r) => std::slice::from_ref(r),
+            Revs::Many(v) => v,
+        }
+    }
+}
+
+impl Revs {
+    /// Appends a newer revision.
+    pub fn push(&mut self, rev: Rev) {
+        debug_assert!(self.last().is_none_or(|l| l.at() < rev.at()));
+        match self {
+            Revs::One(first) => *self = Revs::Many(vec![*first, rev]),
+            Revs::Many(v) => v.push(rev),
+        }
+    }
+
+    /// Appends newer revisions.
+    pub fn extend(&mut self, newer: &[Rev]) {
+        for r in newer {
+            self.push(*r);
+        }
+    }
+
+    /// Drops the `n` oldest revisions; false if none is left.
+    fn cut(&mut self, n: usize) -> bool {
+        let left = self.len().saturating_sub(n);
+        match left {
+            0 => return false,
+            1 => *self = Revs::One(*self.last().expect("one left")),
+            _ => {
+                if let Revs::Many(v) = self {
+                    v.drain(..n);
+                    if v.capacity() > 2 * v.len() {
+                        v.shrink_to_fit();
+                    }
+                }
+            }
+        }
+        true
+    }
+}
+
 /// Key -> ascending retained revisions.
-pub(crate) type Keys = BTreeMap<Box<[u8]>, Vec<Rev>>;
+pub(crate) type Keys = BTreeMap<Box<[u8]>, Revs>;
 
 /// The newest revision of `revs` at or below `rev`, tombstones included.
 pub(crate) fn newest_at(revs: &[Rev], rev: i64) -> Option<Rev> {
@@ -77,11 +135,8 @@ pub(crate) fn apply_cuts(keys: &mut Keys, cuts: BTreeMap<Box<[u8]>, usize>) {
         let Some(revs) = keys.get_mut(&key) else {
             continue;
         };
-        revs.drain(..cut.min(revs.len()));
-        if revs.is_empty() {
+        if !revs.cut(cut) {
             keys.remove(&key);
-        } else if revs.capacity() > 2 * revs.len() {
-            revs.shrink_to_fit();
         }
     }
 }
@@ -90,12 +145,9 @@ pub(crate) fn apply_cuts(keys: &mut Keys, cuts: BTreeMap<Box<[u8]>, usize>) {
 /// is new.
 pub(crate) fn push(keys: &mut Keys, key: &[u8], rev: Rev) {
     match keys.get_mut(key) {
-        Some(revs) => {
-            debug_assert!(revs.last().is_none_or(|l| l.at() < rev.at()));
-            revs.push(rev);
-        }
+        Some(revs) => revs.push(rev),
         None => {
-            keys.insert(key.into(), vec![rev]);
+            keys.insert(key.into(), Revs::One(rev));
         }
     }
 }
@@ -299,15 +351,19 @@ mod tests {
             }
         }
         let mut keys = Keys::new();
-        keys.insert(b"a".as_slice().into(), revs.to_vec());
-        keys.insert(b"b".as_slice().into(), vec![r(3, false), r(5, true)]);
+        keys.insert(b"a".as_slice().into(), Revs::Many(revs.to_vec()));
+        keys.insert(
+            b"b".as_slice().into(),
+            Revs::Many(vec![r(3, false), r(5, true)]),
+        );
         let cuts = keys
             .iter()
             .map(|(k, v)| (k.clone(), compaction_cut(v, &[], 7)))
             .collect();
         apply_cuts(&mut keys, cuts);
         assert_eq!(keys.len(), 1);
-        assert_eq!(keys[b"a".as_slice()], [r(8, false)]);
+        assert_eq!(keys[b"a".as_slice()], Revs::One(r(8, false)));
+        assert_eq!(std::mem::size_of::<Revs>(), 24, "no bigger than a Vec");
         assert_eq!(newest_at(&[r(8, false)], 7), None);
     }
 

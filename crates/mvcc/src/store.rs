@@ -372,7 +372,7 @@ impl Store {
             let state = &mut *state;
             for (key, revs) in outcome.overlay {
                 match state.keys.get_mut(&key) {
-                    Some(existing) => existing.extend(revs),
+                    Some(existing) => existing.extend(&revs),
                     None => {
                         state.keys.insert(key, revs);
                     }
@@ -656,7 +656,7 @@ impl StoreReader {
         // One key: its revisions are in the index.
         let single: Vec<Rev> = match range {
             KeyRange::Single(k) => {
-                let history = state.keys.get(k).map_or(&[][..], |v| v.as_slice());
+                let history = state.keys.get(k).map_or(&[][..], |v| &v[..]);
                 let from = history.partition_point(|r| r.main < start_revision);
                 history[from..].to_vec()
             }
@@ -739,7 +739,7 @@ impl StoreReader {
                     let history = state
                         .keys
                         .get(event.kv.key.as_slice())
-                        .map_or(&[][..], |v| v.as_slice());
+                        .map_or(&[][..], |v| &v[..]);
                     let before = history.partition_point(|r| r.at() < *at);
                     before
                         .checked_sub(1)
