@@ -573,6 +573,15 @@ fn space_quota_raises_nospace_and_refuses_writes() {
         .await
         .expect("compaction is served");
         for url in &urls {
+            // A linearizable read first: the member has applied the delete
+            // and the compaction before it defragments.
+            KvClient::new(channel(url))
+                .range(pb::RangeRequest {
+                    key: b"big/0".to_vec(),
+                    ..Default::default()
+                })
+                .await
+                .expect("read barrier");
             let mut m = MaintenanceClient::new(channel(url));
             m.defragment(pb::DefragmentRequest {})
                 .await
