@@ -26,7 +26,7 @@
 //!    invariant 3). A reader therefore only has to check that its
 //!    transaction's compacted revision equals the published one: if not, a
 //!    compaction committed and is about to be published, and the reader
-//!    retries ([`StoreReader::consistent`]); it is then answered with etcd's
+//!    retries (`StoreReader::consistent`); it is then answered with etcd's
 //!    "required revision has been compacted" if it reads below it.
 //! 4. Operations that replace versions wholesale (restore, defragment)
 //!    commit under the write lock, so no reader can pair an old index with

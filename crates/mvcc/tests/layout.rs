@@ -474,3 +474,98 @@ fn a_schema_1_file_is_upgraded_at_open() {
     let reopened = Store::open(&path, StoreOptions::default()).unwrap();
     assert_eq!(all(&reopened), all(&h.store));
 }
+
+mod batching {
+    //! Applying commands in batches of any size gives the same store as
+    //! applying them one by one (which `model.rs` checks against etcd's
+    //! semantics): the overlay, in-batch compaction and publication are
+    //! invisible.
+
+    use super::*;
+    use proptest::prelude::*;
+
+    fn command() -> impl Strategy<Value = Command> {
+        let key = prop::sample::select(vec!["a", "ab", "b", "c", "d"]);
+        prop_oneof![
+            5 => (key.clone(), prop::sample::select(vec!["x", "y", ""]))
+                .prop_map(|(k, v)| Command::Put(put_req(k, v))),
+            2 => (key.clone(), prop::sample::select(vec!["", "\0", "c"])).prop_map(|(k, e)| {
+                Command::DeleteRange(DeleteRangeRequest {
+                    key: k.into(),
+                    range_end: e.into(),
+                    prev_kv: true,
+                })
+            }),
+            1 => (key, 0i64..3).prop_map(|(k, v)| Command::Txn(TxnRequest {
+                compare: vec![cmp(k, CompareResult::Equal, CompareTarget::Version(v))],
+                success: vec![RequestOp::Put(put_req("t", k)), RequestOp::Range(range_req("a", "\0"))],
+                failure: vec![RequestOp::DeleteRange(DeleteRangeRequest {
+                    key: k.into(),
+                    ..Default::default()
+                })],
+            })),
+            // A revision picked relative to the current one at apply time.
+            1 => (0i64..4).prop_map(|back| Command::Compact(CompactionRequest {
+                revision: -back,
+                physical: true,
+            })),
+        ]
+    }
+
+    /// Resolves relative compaction revisions against `rev`, the revision
+    /// the command will see (known because both runs agree on it).
+    fn resolve(c: &Command, rev: i64) -> Command {
+        match c {
+            Command::Compact(r) if r.revision <= 0 => Command::Compact(CompactionRequest {
+                revision: rev + r.revision,
+                physical: true,
+            }),
+            c => c.clone(),
+        }
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig { cases: 64, ..ProptestConfig::default() })]
+
+        #[test]
+        fn batches_apply_like_single_commands(
+            commands in prop::collection::vec(command(), 1..50),
+            cuts in prop::collection::vec(1usize..8, 1..20),
+        ) {
+            let mut one = Harness::new();
+            let mut resolved = Vec::new();
+            let mut outs_one = Vec::new();
+            for c in &commands {
+                let c = resolve(c, one.rev());
+                resolved.push((one.next_index, c.clone()));
+                outs_one.push(one.apply(c));
+            }
+            let mut many = Harness::new();
+            let mut outs_many = Vec::new();
+            let mut rest = resolved.as_slice();
+            for n in cuts.iter().cycle() {
+                if rest.is_empty() {
+                    break;
+                }
+                let (batch, tail) = rest.split_at((*n).min(rest.len()));
+                outs_many.extend(many.store.apply_batch(batch).unwrap());
+                rest = tail;
+            }
+            prop_assert_eq!(outs_many.len(), outs_one.len());
+            for (a, b) in outs_one.iter().zip(&outs_many) {
+                match (a, b) {
+                    (Ok(a), Ok(b)) => prop_assert_eq!(a, b),
+                    (Err(a), Err(b)) => prop_assert_eq!(a.to_string(), b.to_string()),
+                    _ => prop_assert!(false, "{a:?} vs {b:?}"),
+                }
+            }
+            many.store.reader().verify().map_err(|e| TestCaseError::fail(e.to_string()))?;
+            prop_assert_eq!(everything(&many.store.reader()), everything(&one.store.reader()));
+            for rev in one.store.compact_revision().max(1)..=one.rev() {
+                let mut req = range_req("\0", "\0");
+                req.revision = rev;
+                prop_assert_eq!(many.store.range(&req).unwrap(), one.store.range(&req).unwrap());
+            }
+        }
+    }
+}
