@@ -41,6 +41,9 @@ pub const NO_SPACE_MESSAGE: &str = "etcdserver: mvcc: database space exceeded";
 /// How often a member compares its backend size with the quota.
 pub const QUOTA_CHECK_INTERVAL: Duration = Duration::from_millis(100);
 
+/// Pause after a failed attempt to raise the NOSPACE alarm.
+pub const QUOTA_RETRY_PAUSE: Duration = Duration::from_secs(1);
+
 /// An alarm kind, with etcd's `AlarmType` numbers (0 is NONE, not a kind).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 pub enum AlarmKind {
@@ -257,6 +260,8 @@ pub async fn watch_quota(shared: Arc<Shared>, quota_bytes: u64) {
         };
         if let Err(e) = propose_alarm(&shared, change).await {
             tracing::warn!(error = %e, "raising the NOSPACE alarm failed; retrying");
+            // No log line per check while, say, partitioned.
+            tokio::time::sleep(QUOTA_RETRY_PAUSE).await;
         }
     }
 }
