@@ -223,16 +223,19 @@ pub fn start(config: NodeConfig) -> Result<RunningNode, StartError> {
     raft_config.election_timeout_ticks_min = election_ticks;
     raft_config.election_timeout_ticks_max = election_ticks * 2;
     raft_config.heartbeat_interval_ticks = 1;
-    let raft = Raft::new(
+    let mut raft = Raft::new(
         raft_config,
         RestoredState {
             hard_state,
-            snapshot: recovered.snapshot.clone(),
+            snapshot: recovered.snapshot,
             entries,
             initial_conf: Default::default(),
             applied,
         },
     )?;
+    // The snapshot is durable in its file; the core asks for it back only
+    // when a follower needs it (see crate::snapshotter).
+    raft.release_snapshot_data();
 
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)

@@ -675,6 +675,17 @@ impl Replica {
         // 3. What promised durability may now go out.
         self.transport.send(ready.messages_after_persist);
         self.raft.on_persisted(ready.persist_marker);
+        if ready.snapshot.is_some() {
+            // Durable in its file now; loaded back if we lead one day and a
+            // follower needs it.
+            self.raft.release_snapshot_data();
+        }
+        if let Some(index) = ready.load_snapshot {
+            match self.storage.snapshot_path(index) {
+                Some(path) => snapshotter::spawn_load(index, path, self.shared.inbox.clone()),
+                None => self.raft.snapshot_load_failed(index),
+            }
+        }
 
         if let Some(soft) = ready.soft_state {
             self.shared
@@ -958,6 +969,9 @@ impl Replica {
                     Err(StorageError::StaleSnapshot { .. }) => return Ok(()),
                     Err(e) => return Err(e.into()),
                 }
+                if self.raft.log().snapshot_meta().index == index {
+                    self.raft.release_snapshot_data();
+                }
                 // The store's own durable point may lag; keep the WAL
                 // needed to replay from it.
                 self.store.flush()?;
@@ -965,6 +979,15 @@ impl Replica {
                 self.storage.compact(keep_from)?;
                 self.last_snapshot_index = self.last_snapshot_index.max(index);
             }
+            SnapshotEvent::Loaded { index, data } => match data {
+                Ok(data) => self.raft.provide_snapshot_data(index, data),
+                Err(e) => {
+                    // Replaced by a newer snapshot meanwhile, most likely;
+                    // the follower's next need asks again.
+                    tracing::warn!(%index, error = %e, "snapshot load failed");
+                    self.raft.snapshot_load_failed(index);
+                }
+            },
         }
         Ok(())
     }

@@ -11,8 +11,16 @@
 //!  loop ◀── Encoded{index, data} ──  (reads one consistent store view)
 //!  loop: raft.compact(index, data) ──write(meta, data)──────────────▶ thread
 //!  loop ◀── Written{file} ──────────  (file + fsync + rename)
-//!  loop: storage.adopt_snapshot(file), store.flush, WAL compaction
+//!  loop: storage.adopt_snapshot(file), store.flush, WAL compaction,
+//!        raft.release_snapshot_data (the file is the copy now)
+//!  ...
+//!  loop: Ready.load_snapshot(index) ──load(path)─────────────────────▶ thread
+//!  loop ◀── Loaded{index, data} ───  raft.provide_snapshot_data
 //! ```
+//!
+//! The core holds the snapshot's data only while a follower needs it: at a
+//! million keys that is hundreds of MB of memory otherwise kept for the
+//! rare lagging follower.
 //!
 //! Invariants:
 //! 1. At most one snapshot is in progress per member (the loop's flag).
@@ -49,6 +57,13 @@ pub enum SnapshotEvent {
         /// The file, or why it could not be written.
         file: Result<SnapshotFile, String>,
     },
+    /// A snapshot's data was read back for a follower.
+    Loaded {
+        /// The snapshot's index.
+        index: LogIndex,
+        /// The data, or why it could not be read.
+        data: Result<Bytes, String>,
+    },
 }
 
 /// Serializes the member table and the store on a background thread.
@@ -69,6 +84,16 @@ pub(crate) fn spawn_write(dir: PathBuf, snapshot: Snapshot, inbox: InboxSender<R
     spawn(inbox, move || {
         let file = RaftStorage::write_snapshot_file(&dir, &snapshot).map_err(|e| e.to_string());
         SnapshotEvent::Written { file }
+    });
+}
+
+/// Reads a durable snapshot's data back on a background thread.
+pub(crate) fn spawn_load(index: LogIndex, path: PathBuf, inbox: InboxSender<Request>) {
+    spawn(inbox, move || {
+        let data = RaftStorage::read_snapshot_file(&path)
+            .map(|s| s.data)
+            .map_err(|e| e.to_string());
+        SnapshotEvent::Loaded { index, data }
     });
 }
 
