@@ -204,6 +204,15 @@ pub fn start(config: NodeConfig) -> Result<RunningNode, StartError> {
             let (snap_members, stream) = crate::replica::decode_snapshot(&snapshot.data)
                 .map_err(|e| StartError::Config(format!("snapshot: {e}")))?;
             if store.applied_index() < snapshot_index {
+                // A reference snapshot promises the store already holds it.
+                let Some(stream) = stream else {
+                    return Err(StartError::Config(format!(
+                        "the store in {} is at index {} but the snapshot at {snapshot_index} \
+                         says it was durable there: the db file was replaced or lost",
+                        member_dir.display(),
+                        store.applied_index()
+                    )));
+                };
                 store.restore_from(stream)?;
             }
             if members.applied_index < snapshot_index {

@@ -35,7 +35,7 @@ use concord_raft::{
     ConfChange, ConfChangeKind, Entry, EntryKind, LogIndex, NodeId, ProposeError, Raft, Ready,
     Snapshot,
 };
-use concord_storage::{RaftStorage, StorageError};
+use concord_storage::RaftStorage;
 use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -50,8 +50,15 @@ const MAX_REQUESTS_PER_TURN: usize = 4096;
 /// Watch event batches buffered for slow subscribers before they lag.
 const EVENT_CHANNEL_BATCHES: usize = 4096;
 
-/// Snapshot data format version.
-const SNAPSHOT_FORMAT_V1: u8 = 1;
+/// Snapshot data format: the member table, then the store's own stream.
+/// What a follower receives and installs.
+const SNAPSHOT_FORMAT_FULL: u8 = 1;
+/// Snapshot data format: the member table only, standing for "this
+/// member's own store, durable through at least the snapshot's index". What
+/// a member keeps for its own compactions (etcd's snapshot likewise does not
+/// copy its backend); the full form is built from the live store only when
+/// a follower needs it (see [`crate::snapshotter`]).
+const SNAPSHOT_FORMAT_REFERENCE: u8 = 2;
 
 /// Errors a client can see, with etcd's messages.
 #[derive(Debug, thiserror::Error)]
@@ -302,26 +309,37 @@ pub struct Replica {
     read_deadlines: VecDeque<(Instant, u64)>,
     reads_waiting_apply: BTreeMap<LogIndex, Vec<oneshot::Sender<Result<(), ServerError>>>>,
     last_snapshot_index: LogIndex,
-    snapshot_in_progress: bool,
     attributes_pending: bool,
     attributes_published: bool,
     lessor: Lessor,
 }
 
-/// Creates the snapshot payload: member table, then the store's own stream.
-pub(crate) fn encode_snapshot(members: &Members, store: &StoreReader) -> Result<Bytes, MvccError> {
+fn encode_members(format: u8, members: &Members, extra_capacity: usize) -> Vec<u8> {
     let members_json = serde_json::to_vec(members).expect("plain data serializes");
-    let mut out = Vec::with_capacity(members_json.len() + 1024);
-    out.push(SNAPSHOT_FORMAT_V1);
+    let mut out = Vec::with_capacity(5 + members_json.len() + extra_capacity);
+    out.push(format);
     out.extend_from_slice(&(members_json.len() as u32).to_le_bytes());
     out.extend_from_slice(&members_json);
+    out
+}
+
+/// Creates the full snapshot payload: member table, then the store's own
+/// stream.
+pub(crate) fn encode_snapshot(members: &Members, store: &StoreReader) -> Result<Bytes, MvccError> {
+    let mut out = encode_members(SNAPSHOT_FORMAT_FULL, members, 1024);
     store.snapshot_to(&mut out)?;
     Ok(Bytes::from(out))
 }
 
-/// Splits a snapshot payload into the member table and the store stream.
-pub fn decode_snapshot(data: &[u8]) -> Result<(Members, &[u8]), String> {
-    if data.len() < 5 || data[0] != SNAPSHOT_FORMAT_V1 {
+/// Creates a reference snapshot payload (see [`SNAPSHOT_FORMAT_REFERENCE`]).
+pub(crate) fn encode_snapshot_reference(members: &Members) -> Bytes {
+    Bytes::from(encode_members(SNAPSHOT_FORMAT_REFERENCE, members, 0))
+}
+
+/// Splits a snapshot payload into the member table and the store stream;
+/// the stream is `None` for a reference snapshot.
+pub fn decode_snapshot(data: &[u8]) -> Result<(Members, Option<&[u8]>), String> {
+    if data.len() < 5 || !matches!(data[0], SNAPSHOT_FORMAT_FULL | SNAPSHOT_FORMAT_REFERENCE) {
         return Err("unknown snapshot format".into());
     }
     let len = u32::from_le_bytes(data[1..5].try_into().expect("4 bytes")) as usize;
@@ -330,7 +348,8 @@ pub fn decode_snapshot(data: &[u8]) -> Result<(Members, &[u8]), String> {
     }
     let members: Members =
         serde_json::from_slice(&data[5..5 + len]).map_err(|e| format!("member table: {e}"))?;
-    Ok((members, &data[5 + len..]))
+    let stream = (data[0] == SNAPSHOT_FORMAT_FULL).then_some(&data[5 + len..]);
+    Ok((members, stream))
 }
 
 /// Why the loop stopped.
@@ -380,7 +399,6 @@ impl Replica {
             read_deadlines: VecDeque::new(),
             reads_waiting_apply: BTreeMap::new(),
             last_snapshot_index,
-            snapshot_in_progress: false,
             attributes_pending: false,
             attributes_published: false,
             lessor: Lessor::new(parts.lessor),
@@ -433,7 +451,7 @@ impl Replica {
     fn handle(&mut self, request: Request) -> Result<bool, ReplicaError> {
         match request {
             Request::Shutdown => return Ok(true),
-            Request::Snapshot(event) => self.on_snapshot_event(event)?,
+            Request::Snapshot(event) => self.on_snapshot_event(event),
             Request::Propose { command, reply } => {
                 let sequence = self.next_sequence();
                 let envelope = Envelope {
@@ -682,7 +700,12 @@ impl Replica {
         }
         if let Some(index) = ready.load_snapshot {
             match self.storage.snapshot_path(index) {
-                Some(path) => snapshotter::spawn_load(index, path, self.shared.inbox.clone()),
+                Some(path) => snapshotter::spawn_load(
+                    index,
+                    path,
+                    self.store.reader(),
+                    self.shared.inbox.clone(),
+                ),
                 None => self.raft.snapshot_load_failed(index),
             }
         }
@@ -726,7 +749,7 @@ impl Replica {
             }
         }
         self.release_reads();
-        self.maybe_snapshot();
+        self.maybe_snapshot()?;
         Ok(())
     }
 
@@ -901,6 +924,11 @@ impl Replica {
         self.storage.save_snapshot(snapshot)?;
         let (members, store_stream) =
             decode_snapshot(&snapshot.data).map_err(ReplicaError::Snapshot)?;
+        let Some(store_stream) = store_stream else {
+            return Err(ReplicaError::Snapshot(
+                "the leader sent a reference snapshot, which only its own store can fill".into(),
+            ));
+        };
         self.store.restore_from(store_stream)?;
         self.members = members;
         self.members.applied_index = snapshot.meta.index.0;
@@ -927,69 +955,45 @@ impl Replica {
         Ok(())
     }
 
-    /// Starts a snapshot in the background when enough was applied since
-    /// the last one (see [`crate::snapshotter`]).
-    fn maybe_snapshot(&mut self) {
+    /// Compacts the log when enough was applied since the last snapshot.
+    /// The snapshot is a reference to the store (see
+    /// [`SNAPSHOT_FORMAT_REFERENCE`]), so it costs one durable store commit
+    /// and a small file, however large the store is.
+    fn maybe_snapshot(&mut self) -> Result<(), ReplicaError> {
         let applied = LogIndex(self.store.applied_index());
-        if self.snapshot_in_progress
-            || applied.0 < self.last_snapshot_index.0 + self.snapshot_count
+        if applied.0 < self.last_snapshot_index.0 + self.snapshot_count
             || applied > self.raft.log().applied()
         {
-            return;
+            return Ok(());
         }
-        self.snapshot_in_progress = true;
-        snapshotter::spawn_encode(
-            applied,
-            self.members.clone(),
-            self.store.reader(),
-            self.shared.inbox.clone(),
-        );
+        // The reference promises the store holds everything through
+        // `applied` after any crash.
+        self.store.flush()?;
+        let data = encode_snapshot_reference(&self.members);
+        let meta = match self.raft.compact(applied, data.clone()) {
+            Ok(meta) if meta.index == applied => meta,
+            // Not compactable, or a snapshot from the leader is newer.
+            _ => return Ok(()),
+        };
+        self.storage.save_snapshot(&Snapshot { meta, data })?;
+        self.raft.release_snapshot_data();
+        let keep_from = LogIndex(self.store.durable_applied_index().min(applied.0));
+        self.storage.compact(keep_from)?;
+        self.last_snapshot_index = applied;
+        Ok(())
     }
 
-    fn on_snapshot_event(&mut self, event: SnapshotEvent) -> Result<(), ReplicaError> {
-        match event {
-            SnapshotEvent::Encoded { index, data } => {
-                let data = data.map_err(ReplicaError::Snapshot)?;
-                match self.raft.compact(index, data.clone()) {
-                    Ok(meta) if meta.index == index => snapshotter::spawn_write(
-                        self.storage.dir().to_path_buf(),
-                        Snapshot { meta, data },
-                        self.shared.inbox.clone(),
-                    ),
-                    // A snapshot from the leader overtook this one.
-                    _ => self.snapshot_in_progress = false,
-                }
+    fn on_snapshot_event(&mut self, event: SnapshotEvent) {
+        let SnapshotEvent::Loaded { index, data } = event;
+        match data {
+            Ok(data) => self.raft.provide_snapshot_data(index, data),
+            Err(e) => {
+                // Replaced by a newer snapshot meanwhile, most likely; the
+                // follower's next need asks again.
+                tracing::warn!(%index, error = %e, "snapshot load failed");
+                self.raft.snapshot_load_failed(index);
             }
-            SnapshotEvent::Written { file } => {
-                self.snapshot_in_progress = false;
-                let file = file.map_err(ReplicaError::Snapshot)?;
-                let index = file.index();
-                match self.storage.adopt_snapshot(file) {
-                    Ok(()) => {}
-                    Err(StorageError::StaleSnapshot { .. }) => return Ok(()),
-                    Err(e) => return Err(e.into()),
-                }
-                if self.raft.log().snapshot_meta().index == index {
-                    self.raft.release_snapshot_data();
-                }
-                // The store's own durable point may lag; keep the WAL
-                // needed to replay from it.
-                self.store.flush()?;
-                let keep_from = LogIndex(self.store.durable_applied_index().min(index.0));
-                self.storage.compact(keep_from)?;
-                self.last_snapshot_index = self.last_snapshot_index.max(index);
-            }
-            SnapshotEvent::Loaded { index, data } => match data {
-                Ok(data) => self.raft.provide_snapshot_data(index, data),
-                Err(e) => {
-                    // Replaced by a newer snapshot meanwhile, most likely;
-                    // the follower's next need asks again.
-                    tracing::warn!(%index, error = %e, "snapshot load failed");
-                    self.raft.snapshot_load_failed(index);
-                }
-            },
         }
-        Ok(())
     }
 }
 

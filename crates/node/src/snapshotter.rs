@@ -1,113 +1,73 @@
-//! Raft snapshots taken off the loop thread.
+//! Filling Raft snapshots for followers, off the loop thread.
 //!
-//! Serializing the whole MVCC store (hundreds of MB at a million keys) and
-//! writing it with an fsync used to run on the replica loop and stalled it
-//! past the election timeout, so leaders were lost under load. Here both
-//! slow halves run on a short-lived background thread each, and report back
-//! through the loop's inbox:
+//! A member's own snapshot is a reference: the member table plus the
+//! promise that its store is durable through the snapshot's index
+//! (`replica::SNAPSHOT_FORMAT_REFERENCE`), so compaction costs one durable
+//! store commit and a small file, never a copy of the store. (The earlier
+//! design serialized the whole store, history included, at every compaction:
+//! 370 MB at a million keys, which stalled the loop past the election
+//! timeout and later cost a disk's worth of writes in the background.) The
+//! Raft core keeps no snapshot bytes in memory either; when a follower needs
+//! the snapshot, the core asks for them and this module builds the full form
+//! from the live store on a background thread:
 //!
 //! ```text
-//!  loop: applied >= last + count ──encode(index, members, reader)──▶ thread
-//!  loop ◀── Encoded{index, data} ──  (reads one consistent store view)
-//!  loop: raft.compact(index, data) ──write(meta, data)──────────────▶ thread
-//!  loop ◀── Written{file} ──────────  (file + fsync + rename)
-//!  loop: storage.adopt_snapshot(file), store.flush, WAL compaction,
-//!        raft.release_snapshot_data (the file is the copy now)
-//!  ...
-//!  loop: Ready.load_snapshot(index) ──load(path)─────────────────────▶ thread
-//!  loop ◀── Loaded{index, data} ───  raft.provide_snapshot_data
+//!  loop: Ready.load_snapshot(index) ──load(file, reader)──▶ thread
+//!        thread: member table from the file + one consistent store view
+//!  loop ◀── Loaded{index, data} ──  raft.provide_snapshot_data
 //! ```
 //!
-//! The core holds the snapshot's data only while a follower needs it: at a
-//! million keys that is hundreds of MB of memory otherwise kept for the
-//! rare lagging follower.
-//!
-//! Invariants:
-//! 1. At most one snapshot is in progress per member (the loop's flag).
-//! 2. The member table is captured by the loop at `index`; the store view
-//!    the thread reads may be newer (the loop keeps applying meanwhile).
-//!    That is safe: applying is idempotent by Raft index (the store skips
-//!    entries at or below its own applied index), so a member that installs
-//!    the snapshot and replays the log after `index` reaches the same state,
-//!    and membership changes after `index` are replayed into the table.
-//! 3. The file is durable before the storage adopts it, and the WAL is
-//!    compacted only below what both the snapshot and the store's durable
-//!    point cover.
+//! Invariant: the store view may be newer than the snapshot's index (the
+//! loop keeps applying meanwhile). That is safe: applying is idempotent by
+//! Raft index (the store skips entries at or below its own applied index),
+//! so a follower that installs the snapshot and replays the log after the
+//! index reaches the same state, and membership changes after the index are
+//! replayed into the member table from the log.
 
 use crate::inbox::InboxSender;
-use crate::members::Members;
-use crate::replica::{encode_snapshot, Request};
+use crate::replica::{decode_snapshot, encode_snapshot, Request};
 use bytes::Bytes;
 use concord_mvcc::StoreReader;
-use concord_raft::{LogIndex, Snapshot};
-use concord_storage::{RaftStorage, SnapshotFile};
+use concord_raft::LogIndex;
+use concord_storage::RaftStorage;
 use std::path::PathBuf;
 
 /// What a background snapshot thread reports to the loop.
 pub enum SnapshotEvent {
-    /// The state machine was serialized for a snapshot at `index`.
-    Encoded {
-        /// Raft index the snapshot covers (at least).
-        index: LogIndex,
-        /// The payload, or why it could not be built.
-        data: Result<Bytes, String>,
-    },
-    /// The snapshot file is durable.
-    Written {
-        /// The file, or why it could not be written.
-        file: Result<SnapshotFile, String>,
-    },
-    /// A snapshot's data was read back for a follower.
+    /// A snapshot's full data was built for a follower.
     Loaded {
         /// The snapshot's index.
         index: LogIndex,
-        /// The data, or why it could not be read.
+        /// The data, or why it could not be built.
         data: Result<Bytes, String>,
     },
 }
 
-/// Serializes the member table and the store on a background thread.
-pub(crate) fn spawn_encode(
+/// Builds the full data of the snapshot at `index` (its file at `path`) from
+/// the member table it records and the live store, on a background thread.
+pub(crate) fn spawn_load(
     index: LogIndex,
-    members: Members,
+    path: PathBuf,
     reader: StoreReader,
     inbox: InboxSender<Request>,
 ) {
-    spawn(inbox, move || {
-        let data = encode_snapshot(&members, &reader).map_err(|e| e.to_string());
-        SnapshotEvent::Encoded { index, data }
-    });
-}
-
-/// Writes a snapshot file durably on a background thread.
-pub(crate) fn spawn_write(dir: PathBuf, snapshot: Snapshot, inbox: InboxSender<Request>) {
-    spawn(inbox, move || {
-        let file = RaftStorage::write_snapshot_file(&dir, &snapshot).map_err(|e| e.to_string());
-        SnapshotEvent::Written { file }
-    });
-}
-
-/// Reads a durable snapshot's data back on a background thread.
-pub(crate) fn spawn_load(index: LogIndex, path: PathBuf, inbox: InboxSender<Request>) {
-    spawn(inbox, move || {
-        let data = RaftStorage::read_snapshot_file(&path)
-            .map(|s| s.data)
-            .map_err(|e| e.to_string());
-        SnapshotEvent::Loaded { index, data }
-    });
-}
-
-fn spawn(inbox: InboxSender<Request>, job: impl FnOnce() -> SnapshotEvent + Send + 'static) {
+    let job = move || -> Result<Bytes, String> {
+        let snapshot = RaftStorage::read_snapshot_file(&path).map_err(|e| e.to_string())?;
+        let (members, _) = decode_snapshot(&snapshot.data)?;
+        encode_snapshot(&members, &reader).map_err(|e| e.to_string())
+    };
     let inbox_for_failure = inbox.clone();
     let spawned = std::thread::Builder::new()
         .name("concord-snapshot".into())
         .spawn(move || {
+            let data = job();
             // A stopped loop no longer needs the result.
-            let _ = inbox.send(Request::Snapshot(job()));
+            let _ = inbox.send(Request::Snapshot(SnapshotEvent::Loaded { index, data }));
         });
     if let Err(e) = spawned {
-        let _ = inbox_for_failure.send(Request::Snapshot(SnapshotEvent::Written {
-            file: Err(format!("cannot start a snapshot thread: {e}")),
+        let _ = inbox_for_failure.send(Request::Snapshot(SnapshotEvent::Loaded {
+            index,
+            data: Err(format!("cannot start a snapshot thread: {e}")),
         }));
     }
 }

@@ -158,6 +158,26 @@ fn writes_survive_restart_from_snapshot_and_wal() {
     node.shutdown().expect("clean shutdown");
 }
 
+/// A member's own snapshot only refers to its store (the store is not
+/// copied), so a store lost behind the snapshot must stop the member with a
+/// clear error instead of serving an empty state.
+#[test]
+fn a_store_lost_behind_its_snapshot_reference_is_refused_clearly() {
+    let dir = tempfile::tempdir().unwrap();
+    let node = start(config(dir.path(), 20)).expect("start");
+    let mut kv = client(&node);
+    for i in 0..45 {
+        put(&node, &mut kv, &format!("k{i:03}"), "v");
+    }
+    drop(kv);
+    node.shutdown().expect("clean shutdown");
+    std::fs::remove_file(dir.path().join("member/db")).unwrap();
+    match start(config(dir.path(), 20)) {
+        Ok(_) => panic!("started with its store gone"),
+        Err(e) => assert!(e.to_string().contains("the db file was replaced or lost"), "{e}"),
+    }
+}
+
 #[test]
 fn a_second_member_on_the_same_ports_is_refused_clearly() {
     let dir = tempfile::tempdir().unwrap();
