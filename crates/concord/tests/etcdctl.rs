@@ -10,155 +10,10 @@ mod support;
 
 use serde_json::Value;
 use std::collections::BTreeMap;
-use std::io::Write;
-use std::process::{Command, Stdio};
+use std::process::Command;
 use std::time::{Duration, Instant};
-use support::{free_ports, tail, ChildGuard, Cluster};
-
-fn on_path(program: &str) -> bool {
-    Command::new(program)
-        .arg("--version")
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .status()
-        .is_ok()
-}
-
-/// A real etcd cluster of separate processes, killed when dropped.
-struct Etcd {
-    processes: Vec<ChildGuard>,
-    client_ports: Vec<u16>,
-    peer_ports: Vec<u16>,
-    dir: tempfile::TempDir,
-}
-
-impl Etcd {
-    fn start(size: usize) -> Etcd {
-        let dir = tempfile::Builder::new()
-            .prefix("etcd-test-")
-            .tempdir()
-            .expect("temp dir");
-        let ports = free_ports(size * 2);
-        let client_ports: Vec<u16> = (0..size).map(|i| ports[2 * i]).collect();
-        let peer_ports: Vec<u16> = (0..size).map(|i| ports[2 * i + 1]).collect();
-        let initial_cluster = (0..size)
-            .map(|i| format!("n{}=http://127.0.0.1:{}", i + 1, peer_ports[i]))
-            .collect::<Vec<_>>()
-            .join(",");
-        let mut processes = Vec::new();
-        for i in 0..size {
-            let name = format!("n{}", i + 1);
-            let log =
-                std::fs::File::create(dir.path().join(format!("{name}.log"))).expect("etcd log");
-            let client = format!("http://127.0.0.1:{}", client_ports[i]);
-            let peer = format!("http://127.0.0.1:{}", peer_ports[i]);
-            let child = Command::new("etcd")
-                .args(["--name", &name])
-                .arg("--data-dir")
-                .arg(dir.path().join(&name))
-                .args([
-                    "--listen-client-urls",
-                    &client,
-                    "--advertise-client-urls",
-                    &client,
-                ])
-                .args([
-                    "--listen-peer-urls",
-                    &peer,
-                    "--initial-advertise-peer-urls",
-                    &peer,
-                ])
-                .args(["--initial-cluster", &initial_cluster])
-                .args(["--initial-cluster-token", "etcdctl-compat"])
-                .args(["--initial-cluster-state", "new"])
-                .args(["--heartbeat-interval", "50", "--election-timeout", "500"])
-                .args(["--logger", "zap"])
-                .stdin(Stdio::null())
-                .stdout(log.try_clone().expect("log handle"))
-                .stderr(log)
-                .spawn()
-                .expect("spawn etcd");
-            processes.push(ChildGuard::new(format!("etcd {name}"), child));
-        }
-        Etcd {
-            processes,
-            client_ports,
-            peer_ports,
-            dir,
-        }
-    }
-
-    fn endpoints(&self) -> String {
-        self.client_ports
-            .iter()
-            .map(|p| format!("127.0.0.1:{p}"))
-            .collect::<Vec<_>>()
-            .join(",")
-    }
-
-    fn logs(&self) -> String {
-        (0..self.processes.len())
-            .map(|i| {
-                let path = self.dir.path().join(format!("n{}.log", i + 1));
-                format!("--- etcd n{} ---\n{}", i + 1, tail(&path, 20))
-            })
-            .collect::<Vec<_>>()
-            .join("\n")
-    }
-}
-
-impl Drop for Etcd {
-    fn drop(&mut self) {
-        if std::thread::panicking() {
-            eprintln!("{}", self.logs());
-        }
-        for p in &mut self.processes {
-            p.kill();
-        }
-    }
-}
-
-/// What one etcdctl run printed.
-#[derive(Debug, Clone, PartialEq)]
-struct Output {
-    code: Option<i32>,
-    stdout: String,
-    /// Only the `Error: ...` lines: the rest of stderr is client logging
-    /// with timestamps and random client ids.
-    errors: String,
-}
-
-fn etcdctl(endpoints: &str, args: &[&str], stdin: Option<&str>) -> Output {
-    let mut child = Command::new("etcdctl")
-        .env("ETCDCTL_API", "3")
-        .arg(format!("--endpoints={endpoints}"))
-        .args(["--dial-timeout=5s", "--command-timeout=15s"])
-        .args(args)
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("spawn etcdctl");
-    {
-        let mut input = child.stdin.take().expect("stdin");
-        if let Some(text) = stdin {
-            input
-                .write_all(text.as_bytes())
-                .expect("write etcdctl stdin");
-        }
-    }
-    // etcdctl's own --dial-timeout and --command-timeout bound this wait.
-    let out = child.wait_with_output().expect("wait for etcdctl");
-    Output {
-        code: out.status.code(),
-        stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
-        errors: String::from_utf8_lossy(&out.stderr)
-            .lines()
-            .filter(|l| l.starts_with("Error:"))
-            .collect::<Vec<_>>()
-            .join("\n"),
-    }
-}
+use support::etcd::{etcdctl, on_path, Etcd, Output};
+use support::Cluster;
 
 /// One side of the comparison: how to rewrite its addresses and ids.
 struct Side {
@@ -325,7 +180,7 @@ fn etcdctl_sees_concord_as_it_sees_etcd() {
         .enable_all()
         .build()
         .expect("runtime");
-    let etcd = Etcd::start(3);
+    let etcd = Etcd::start(3, "etcdctl-compat");
     let concord = runtime.block_on(Cluster::start(3));
 
     let reference = Side::new(

@@ -23,19 +23,11 @@ use std::path::Path;
 use std::process::{Command, Stdio};
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
-use support::{free_ports, tail, ChildGuard, Cluster};
+use support::etcd::{etcdctl_command, on_path, Etcd, Output};
+use support::{free_ports, ChildGuard, Cluster};
 
 /// How long a long-running etcdctl gets to print an expected line.
 const LINE_TIMEOUT: Duration = Duration::from_secs(20);
-
-fn on_path(program: &str) -> bool {
-    Command::new(program)
-        .arg("--version")
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .status()
-        .is_ok()
-}
 
 fn tools_present() -> bool {
     for tool in ["etcdctl", "etcd"] {
@@ -55,136 +47,9 @@ fn runtime() -> tokio::runtime::Runtime {
         .expect("runtime")
 }
 
-/// A real etcd cluster of separate processes, killed when dropped.
-struct Etcd {
-    processes: Vec<ChildGuard>,
-    client_ports: Vec<u16>,
-    dir: tempfile::TempDir,
-}
-
-impl Etcd {
-    fn start(size: usize) -> Etcd {
-        let dir = tempfile::Builder::new()
-            .prefix("etcd-coord-test-")
-            .tempdir()
-            .expect("temp dir");
-        let ports = free_ports(size * 2);
-        let client_ports: Vec<u16> = (0..size).map(|i| ports[2 * i]).collect();
-        let peer_ports: Vec<u16> = (0..size).map(|i| ports[2 * i + 1]).collect();
-        let initial_cluster = (0..size)
-            .map(|i| format!("n{}=http://127.0.0.1:{}", i + 1, peer_ports[i]))
-            .collect::<Vec<_>>()
-            .join(",");
-        let mut processes = Vec::new();
-        for i in 0..size {
-            let name = format!("n{}", i + 1);
-            let log =
-                std::fs::File::create(dir.path().join(format!("{name}.log"))).expect("etcd log");
-            let client = format!("http://127.0.0.1:{}", client_ports[i]);
-            let peer = format!("http://127.0.0.1:{}", peer_ports[i]);
-            let child = Command::new("etcd")
-                .args(["--name", &name])
-                .arg("--data-dir")
-                .arg(dir.path().join(&name))
-                .args(["--listen-client-urls", &client])
-                .args(["--advertise-client-urls", &client])
-                .args(["--listen-peer-urls", &peer])
-                .args(["--initial-advertise-peer-urls", &peer])
-                .args(["--initial-cluster", &initial_cluster])
-                .args(["--initial-cluster-token", "etcdctl-coord"])
-                .args(["--initial-cluster-state", "new"])
-                .args(["--heartbeat-interval", "50", "--election-timeout", "500"])
-                .args(["--logger", "zap"])
-                .stdin(Stdio::null())
-                .stdout(log.try_clone().expect("log handle"))
-                .stderr(log)
-                .spawn()
-                .expect("spawn etcd");
-            processes.push(ChildGuard::new(format!("etcd {name}"), child));
-        }
-        let etcd = Etcd {
-            processes,
-            client_ports,
-            dir,
-        };
-        let deadline = Instant::now() + Duration::from_secs(30);
-        loop {
-            let health = etcdctl(&etcd.endpoints(), &["endpoint", "health"]);
-            if health.code == Some(0) {
-                return etcd;
-            }
-            assert!(
-                Instant::now() < deadline,
-                "etcd did not become healthy: {health:?}\n{}",
-                etcd.logs()
-            );
-            std::thread::sleep(Duration::from_millis(100));
-        }
-    }
-
-    fn endpoints(&self) -> String {
-        self.client_ports
-            .iter()
-            .map(|p| format!("127.0.0.1:{p}"))
-            .collect::<Vec<_>>()
-            .join(",")
-    }
-
-    fn logs(&self) -> String {
-        (0..self.processes.len())
-            .map(|i| {
-                let path = self.dir.path().join(format!("n{}.log", i + 1));
-                format!("--- etcd n{} ---\n{}", i + 1, tail(&path, 20))
-            })
-            .collect::<Vec<_>>()
-            .join("\n")
-    }
-}
-
-impl Drop for Etcd {
-    fn drop(&mut self) {
-        if std::thread::panicking() {
-            eprintln!("{}", self.logs());
-        }
-        for p in &mut self.processes {
-            p.kill();
-        }
-    }
-}
-
-/// What one etcdctl run printed.
-#[derive(Debug, Clone, PartialEq)]
-struct Output {
-    code: Option<i32>,
-    stdout: String,
-    /// Only the `Error: ...` lines (the rest of stderr is client logging).
-    errors: String,
-}
-
-fn etcdctl_command(endpoints: &str, args: &[&str]) -> Command {
-    let mut cmd = Command::new("etcdctl");
-    cmd.env("ETCDCTL_API", "3")
-        .arg(format!("--endpoints={endpoints}"))
-        .args(["--dial-timeout=5s", "--command-timeout=15s"])
-        .args(args)
-        .stdin(Stdio::null());
-    cmd
-}
-
+/// Runs etcdctl to completion with no input.
 fn etcdctl(endpoints: &str, args: &[&str]) -> Output {
-    // etcdctl's own --dial-timeout and --command-timeout bound this wait.
-    let out = etcdctl_command(endpoints, args)
-        .output()
-        .expect("run etcdctl");
-    Output {
-        code: out.status.code(),
-        stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
-        errors: String::from_utf8_lossy(&out.stderr)
-            .lines()
-            .filter(|l| l.starts_with("Error:"))
-            .collect::<Vec<_>>()
-            .join("\n"),
-    }
+    support::etcd::etcdctl(endpoints, args, None)
 }
 
 /// A long-running etcdctl (watch, lock, elect) whose stdout lines arrive on
@@ -333,7 +198,8 @@ struct Pair {
 
 impl Pair {
     fn start(runtime: &tokio::runtime::Runtime) -> Pair {
-        let etcd = Etcd::start(3);
+        let etcd = Etcd::start(3, "etcdctl-coord");
+        etcd.wait_healthy();
         let concord = runtime.block_on(Cluster::start(3));
         let etcd_ids = runtime.block_on(async {
             let mut ids = Vec::new();

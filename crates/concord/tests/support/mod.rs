@@ -11,6 +11,8 @@
 //! a member that could not bind and starts again on fresh ports.
 #![allow(dead_code)]
 
+pub mod etcd;
+
 use etcd_client::{Client, ConnectOptions, Error as EtcdError, StatusResponse};
 use std::fmt::Debug;
 use std::future::Future;
