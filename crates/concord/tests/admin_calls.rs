@@ -49,7 +49,7 @@ async fn cluster_and_maintenance_calls_through_a_follower() {
         .expect("member add");
     let member = added.member().expect("added member");
     assert!(member.is_learner());
-    assert_eq!(member.peer_urls(), [first.clone()]);
+    assert_eq!(member.peer_urls(), std::slice::from_ref(&first));
     let id = member.id();
     assert_eq!(client.member_list().await.unwrap().members().len(), 4);
     assert_eq!(
