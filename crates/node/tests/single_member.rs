@@ -174,7 +174,10 @@ fn a_store_lost_behind_its_snapshot_reference_is_refused_clearly() {
     std::fs::remove_file(dir.path().join("member/db")).unwrap();
     match start(config(dir.path(), 20)) {
         Ok(_) => panic!("started with its store gone"),
-        Err(e) => assert!(e.to_string().contains("the db file was replaced or lost"), "{e}"),
+        Err(e) => assert!(
+            e.to_string().contains("the db file was replaced or lost"),
+            "{e}"
+        ),
     }
 }
 
