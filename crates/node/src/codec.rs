@@ -49,6 +49,9 @@ pub enum DecodeError {
     /// The checksum does not match the payload.
     #[error("frame checksum mismatch")]
     Checksum,
+    /// A text field is not UTF-8.
+    #[error("{0} is not UTF-8")]
+    Utf8(&'static str),
 }
 
 /// What a frame carries.
@@ -65,6 +68,32 @@ pub enum Frame {
     Raft(Vec<Message>),
     /// Proposals a follower forwards to the leader (already enveloped).
     Forward(Vec<Bytes>),
+    /// First frame of a one-shot connection from a member that joins a
+    /// running cluster (`--initial-cluster-state existing`) and does not
+    /// know its id yet: "which member has these peer URLs?". Answered with
+    /// [`Frame::JoinAnswer`], then the connection closes.
+    ///
+    /// ```text
+    ///  joiner ──Join{cluster_id, peer_urls}──▶ member
+    ///         ◀──JoinAnswer{member_id, members}──
+    /// ```
+    Join {
+        /// Cluster id the joiner expects.
+        cluster_id: u64,
+        /// The joiner's advertised peer URLs.
+        peer_urls: Vec<String>,
+    },
+    /// The answer to [`Frame::Join`]: the id of the member with those peer
+    /// URLs (0: none, MemberAdd it first) and every member's peer URLs.
+    JoinAnswer {
+        /// The joiner's id, or 0.
+        member_id: u64,
+        /// (id, peer URL) of every member, one pair per URL.
+        members: Vec<(NodeId, String)>,
+    },
+    /// Sent back to a member whose id was removed from the cluster, before
+    /// the connection closes: it must stop.
+    Removed,
 }
 
 /// Frame kind bytes.
@@ -73,6 +102,9 @@ enum FrameKind {
     Hello = 1,
     Raft = 2,
     Forward = 3,
+    Join = 4,
+    JoinAnswer = 5,
+    Removed = 6,
 }
 
 struct Reader {
@@ -112,6 +144,10 @@ impl Reader {
             return Err(DecodeError::Length { what, len });
         }
         Ok(self.buf.split_to(len))
+    }
+    fn string(&mut self, what: &'static str) -> Result<String, DecodeError> {
+        let bytes = self.bytes(what)?;
+        String::from_utf8(bytes.to_vec()).map_err(|_| DecodeError::Utf8(what))
     }
     /// A count of items each at least `min_item_bytes` long.
     fn count(&mut self, what: &'static str, min_item_bytes: usize) -> Result<usize, DecodeError> {
@@ -408,6 +444,27 @@ pub fn encode_frame(frame: &Frame) -> Bytes {
                 put_bytes(&mut out, p);
             }
         }
+        Frame::Join {
+            cluster_id,
+            peer_urls,
+        } => {
+            out.put_u8(FrameKind::Join as u8);
+            out.put_u64_le(*cluster_id);
+            out.put_u32_le(peer_urls.len() as u32);
+            for url in peer_urls {
+                put_bytes(&mut out, url.as_bytes());
+            }
+        }
+        Frame::JoinAnswer { member_id, members } => {
+            out.put_u8(FrameKind::JoinAnswer as u8);
+            out.put_u64_le(*member_id);
+            out.put_u32_le(members.len() as u32);
+            for (id, url) in members {
+                out.put_u64_le(id.0);
+                put_bytes(&mut out, url.as_bytes());
+            }
+        }
+        Frame::Removed => out.put_u8(FrameKind::Removed as u8),
     }
     let payload_len = out.len() - FRAME_HEADER_BYTES;
     let crc = crc32c::crc32c(&out[FRAME_HEADER_BYTES..]);
@@ -453,6 +510,29 @@ pub fn decode_frame(payload: Bytes, crc: u32) -> Result<Frame, DecodeError> {
             }
             Frame::Forward(proposals)
         }
+        4 => {
+            let cluster_id = r.u64("cluster id")?;
+            let count = r.count("peer URLs", 4)?;
+            let mut peer_urls = Vec::with_capacity(count);
+            for _ in 0..count {
+                peer_urls.push(r.string("peer URL")?);
+            }
+            Frame::Join {
+                cluster_id,
+                peer_urls,
+            }
+        }
+        5 => {
+            let member_id = r.u64("member id")?;
+            let count = r.count("members", 12)?;
+            let mut members = Vec::with_capacity(count);
+            for _ in 0..count {
+                let id = NodeId(r.u64("member id")?);
+                members.push((id, r.string("peer URL")?));
+            }
+            Frame::JoinAnswer { member_id, members }
+        }
+        6 => Frame::Removed,
         tag => return Err(DecodeError::UnknownTag { what: "frame", tag }),
     };
     if r.buf.has_remaining() {
@@ -561,6 +641,19 @@ mod tests {
             cluster_id: 42,
         });
         roundtrip(Frame::Forward(vec![Bytes::from_static(b"a"), Bytes::new()]));
+        roundtrip(Frame::Join {
+            cluster_id: 7,
+            peer_urls: vec!["http://127.0.0.1:2380".into(), String::new()],
+        });
+        roundtrip(Frame::JoinAnswer {
+            member_id: 5,
+            members: vec![(NodeId(5), "http://127.0.0.1:2380".into())],
+        });
+        roundtrip(Frame::JoinAnswer {
+            member_id: 0,
+            members: Vec::new(),
+        });
+        roundtrip(Frame::Removed);
     }
 
     #[test]

@@ -6,12 +6,22 @@
 //!    `applied_index`; it is saved atomically (temp file, fsync, rename,
 //!    fsync of the directory) together with that index, so replay after a
 //!    crash resumes from a consistent point.
-//! 2. Member ids are derived deterministically from peer URLs and the
-//!    cluster token, so every member computes the same ids from the same
-//!    `--initial-cluster`.
+//! 2. Ids of the initial members are derived deterministically from peer
+//!    URLs and the cluster token, so every member computes the same ids
+//!    from the same `--initial-cluster`. A member added later gets a fresh
+//!    id from the leader ([`fresh_member_id`]: peer URLs, token and the
+//!    time, as etcd's MemberAdd), never one a past member had, and learns
+//!    it from the cluster when it joins (`node::start`).
+//! 3. `removed` holds every id ever removed; it only grows, is replicated
+//!    (applied from the same entries on every member) and travels with the
+//!    table in saves and snapshots. A removed id is never a member again:
+//!    its messages are refused (`transport.rs`) and a member that finds its
+//!    own id there stops (etcd's "the member has been permanently removed
+//!    from the cluster"). This is what keeps a re-added member from voting
+//!    twice in one term under one id.
 
 use serde::{Deserialize, Serialize};
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::io::Write;
 use std::path::Path;
 
@@ -50,7 +60,13 @@ pub struct Members {
     /// snapshotted and restored with the table.
     #[serde(default, skip_serializing_if = "crate::alarm::Alarms::is_empty")]
     pub alarms: crate::alarm::Alarms,
+    /// Ids of removed members (invariant 3).
+    #[serde(default, skip_serializing_if = "BTreeSet::is_empty")]
+    pub removed: BTreeSet<u64>,
 }
+
+/// etcd's error for a member whose id was removed from the cluster.
+pub const REMOVED_MESSAGE: &str = "the member has been permanently removed from the cluster";
 
 impl Members {
     /// Loads the table, or an empty one if the file does not exist.
@@ -112,6 +128,23 @@ pub fn member_id(peer_urls: &[String], cluster_token: &str) -> u64 {
     id.max(1)
 }
 
+/// A fresh id for a member added to a running cluster (never zero): the
+/// peer URLs, the cluster token and `now_nanos` (the wall clock of the
+/// proposing leader), as etcd's MemberAdd. Re-adding a removed member's URL
+/// therefore gives a new id; a collision with a current or removed id is
+/// refused where the change is proposed.
+pub fn fresh_member_id(peer_urls: &[String], cluster_token: &str, now_nanos: u64) -> u64 {
+    let mut urls = peer_urls.to_vec();
+    urls.sort();
+    let joined = urls.join(",");
+    fnv1a64(&[
+        joined.as_bytes(),
+        cluster_token.as_bytes(),
+        &now_nanos.to_le_bytes(),
+    ])
+    .max(1)
+}
+
 /// The cluster id for a set of initial member ids.
 pub fn cluster_id(member_ids: &[u64], cluster_token: &str) -> u64 {
     let mut ids = member_ids.to_vec();
@@ -137,6 +170,17 @@ mod tests {
     }
 
     #[test]
+    fn fresh_ids_differ_from_derived_ones_and_over_time() {
+        let urls = vec!["http://a".to_string()];
+        let derived = member_id(&urls, "tok");
+        let first = fresh_member_id(&urls, "tok", 1);
+        let second = fresh_member_id(&urls, "tok", 2);
+        assert_ne!(first, second);
+        assert_ne!(first, derived);
+        assert_ne!(second, derived);
+    }
+
+    #[test]
     fn table_saves_and_loads() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("members.json");
@@ -153,6 +197,7 @@ mod tests {
                 ..Default::default()
             },
         );
+        m.removed.insert(9);
         m.save(&path).unwrap();
         assert_eq!(Members::load(&path).unwrap(), m);
         std::fs::write(&path, b"{not json").unwrap();

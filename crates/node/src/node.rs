@@ -16,11 +16,18 @@
 //!    replays the log from index 1 learns the same configuration.
 //! 2. On restart the flags about the initial cluster are ignored: identity
 //!    and membership come from the data directory, as in etcd.
+//! 3. A member started with `--initial-cluster-state existing` and no
+//!    identity yet learns its id (and the members' peer URLs) from a member
+//!    listed in `--initial-cluster`, matched by its advertised peer URLs
+//!    (`transport::join_query`), and persists it before anything else; if
+//!    no member lists those URLs it stops: it must be added first.
+//! 4. A member whose own id is in the table's removed ids does not start
+//!    (members.rs invariant 3).
 
 use crate::api::{Api, Coordination, GRPC_OVERHEAD_BYTES};
 use crate::config::{ClusterState, NodeConfig};
 use crate::lessor::LessorConfig;
-use crate::members::{member_id, ConfChangeContext, Members};
+use crate::members::{member_id, ConfChangeContext, Members, REMOVED_MESSAGE};
 use crate::replica::{event_channel, Replica, ReplicaError, ReplicaParts, Request, Shared};
 use crate::transport::{url_to_addr, FaultRules, Transport};
 use bytes::Bytes;
@@ -61,7 +68,20 @@ pub enum StartError {
     /// The Raft configuration is invalid.
     #[error("raft: {0}")]
     Raft(#[from] concord_raft::ConfigError),
+    /// A joining member could not learn its id from the cluster.
+    #[error("joining the cluster: {0}")]
+    Join(String),
+    /// This member's id was removed from the cluster (invariant 4).
+    #[error("{}", REMOVED_MESSAGE)]
+    Removed,
 }
+
+/// How long a joining member keeps asking the members in
+/// `--initial-cluster` for its id (one of them may lag behind the
+/// MemberAdd, or still be starting).
+const JOIN_TIMEOUT: Duration = Duration::from_secs(5);
+/// Bound on one join question to one member.
+const JOIN_QUERY_TIMEOUT: Duration = Duration::from_millis(1000);
 
 #[derive(Serialize, Deserialize)]
 pub(crate) struct Identity {
@@ -133,6 +153,57 @@ pub(crate) fn load_or_create_identity(
     Ok(identity)
 }
 
+/// Asks the members in `--initial-cluster` (other than this one) which id
+/// the cluster gave this member's advertised peer URLs (invariant 3).
+/// Returns the id and every member's (id, peer URL).
+fn join_cluster(
+    config: &NodeConfig,
+    cluster_id: u64,
+) -> Result<(u64, Vec<(NodeId, String)>), StartError> {
+    let mine = &config.initial_advertise_peer_urls;
+    let peers: Vec<&String> = config
+        .initial_cluster
+        .iter()
+        .map(|(_, url)| url)
+        .filter(|url| !mine.contains(url))
+        .collect();
+    if peers.is_empty() {
+        return Err(StartError::Join(
+            "--initial-cluster names no other member to ask for this member's id".into(),
+        ));
+    }
+    let deadline = std::time::Instant::now() + JOIN_TIMEOUT;
+    let mut answered_unknown = false;
+    let mut last_error = String::new();
+    loop {
+        for url in &peers {
+            let answer = url_to_addr(url).and_then(|addr| {
+                crate::transport::join_query(&addr, cluster_id, mine, JOIN_QUERY_TIMEOUT)
+            });
+            match answer {
+                Ok((id, members)) if id != 0 => {
+                    tracing::info!(member_id = %format!("{id:x}"), from = %url, "learned this member's id from the cluster");
+                    return Ok((id, members));
+                }
+                Ok(_) => answered_unknown = true,
+                Err(e) => last_error = format!("{url}: {e}"),
+            }
+        }
+        if std::time::Instant::now() >= deadline {
+            return Err(StartError::Join(if answered_unknown {
+                format!(
+                    "the cluster has no member with peer URLs {}: add it first (MemberAdd, \
+                     `etcdctl member add`), then start it with --initial-cluster-state existing",
+                    mine.join(",")
+                )
+            } else {
+                format!("no member in --initial-cluster answered (last: {last_error})")
+            }));
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
 /// Initial members grouped by name: (id, name, peer URLs), sorted by id.
 pub(crate) fn initial_members(config: &NodeConfig) -> Vec<(u64, String, Vec<String>)> {
     let mut by_name: std::collections::BTreeMap<String, Vec<String>> = Default::default();
@@ -147,12 +218,48 @@ pub(crate) fn initial_members(config: &NodeConfig) -> Vec<(u64, String, Vec<Stri
     out
 }
 
+/// Answers a joining member (invariant 3): the id of the member whose peer
+/// URLs overlap `peer_urls` (0 if none), and every member's peer URLs.
+fn join_directory(shared: &Shared, peer_urls: &[String]) -> (u64, Vec<(NodeId, String)>) {
+    let members = shared.members.read().expect("lock");
+    let id = members
+        .members
+        .values()
+        .find(|m| m.peer_urls.iter().any(|u| peer_urls.contains(u)))
+        .map_or(0, |m| m.id);
+    let all = members
+        .members
+        .values()
+        .flat_map(|m| m.peer_urls.iter().map(move |u| (NodeId(m.id), u.clone())))
+        .collect();
+    (id, all)
+}
+
 /// Starts a member and returns once it is serving.
 pub fn start(config: NodeConfig) -> Result<RunningNode, StartError> {
     config.validate().map_err(StartError::Config)?;
     let member_dir = config.data_dir.join("member");
     std::fs::create_dir_all(&member_dir)?;
-    let identity = load_or_create_identity(&member_dir, &config)?;
+    let joining = config.initial_cluster_state == ClusterState::Existing;
+    // Invariant 3: a joining member asks the cluster for its id.
+    let mut joined_peers = Vec::new();
+    let identity = if joining && !member_dir.join("id.json").exists() {
+        let cluster_id = cluster_id_for(&config.initial_cluster_token);
+        let (id, peers) = join_cluster(&config, cluster_id)?;
+        let identity = Identity {
+            member_id: id,
+            cluster_id,
+            name: config.name.clone(),
+        };
+        crate::members::write_atomically(
+            &member_dir.join("id.json"),
+            &serde_json::to_vec(&identity).expect("plain data"),
+        )?;
+        joined_peers = peers;
+        identity
+    } else {
+        load_or_create_identity(&member_dir, &config)?
+    };
 
     let (mut storage, recovered) =
         RaftStorage::open(&member_dir.join("wal"), StorageOptions::default())?;
@@ -222,6 +329,23 @@ pub fn start(config: NodeConfig) -> Result<RunningNode, StartError> {
             }
         }
     }
+    if members.removed.contains(&identity.member_id) {
+        // Invariant 4.
+        return Err(StartError::Removed);
+    }
+    if joining && joined_peers.is_empty() && members.members.is_empty() {
+        // Joined before, but stopped before learning any member: ask again
+        // for the peers (the id is ours already).
+        let (id, peers) = join_cluster(&config, identity.cluster_id)?;
+        if id != identity.member_id {
+            return Err(StartError::Join(format!(
+                "{} belongs to member {:x}, but the cluster knows these peer URLs as {id:x}",
+                member_dir.display(),
+                identity.member_id
+            )));
+        }
+        joined_peers = peers;
+    }
     let applied = LogIndex(store.applied_index().min(members.applied_index));
 
     let election_ticks = (config.election_timeout_ms / config.heartbeat_interval_ms).max(5) as u32;
@@ -256,11 +380,23 @@ pub fn start(config: NodeConfig) -> Result<RunningNode, StartError> {
         identity.cluster_id,
         runtime.handle().clone(),
     );
-    // Peers known from the flags and from the member table; conf changes
-    // applied later add or remove more.
-    for (id, _, urls) in initial_members(&config) {
-        if let Some(addr) = urls.first().and_then(|u| url_to_addr(u).ok()) {
-            transport.add_peer(NodeId(id), addr);
+    // Peers known from the flags (a new cluster's ids derive from them) or
+    // from the cluster this member joined, and from the member table;
+    // conf changes applied later add or remove more. Removed ids first, so
+    // none of them becomes a peer again.
+    for id in &members.removed {
+        transport.mark_removed(NodeId(*id));
+    }
+    if !joining {
+        for (id, _, urls) in initial_members(&config) {
+            if let Some(addr) = urls.first().and_then(|u| url_to_addr(u).ok()) {
+                transport.add_peer(NodeId(id), addr);
+            }
+        }
+    }
+    for (id, url) in &joined_peers {
+        if let Ok(addr) = url_to_addr(url) {
+            transport.add_peer(*id, addr);
         }
     }
     for member in members.members.values() {
@@ -313,11 +449,16 @@ pub fn start(config: NodeConfig) -> Result<RunningNode, StartError> {
 
     let deliver_inbox = inbox_tx.clone();
     let transport_for_peers = Arc::clone(&transport);
+    let directory_shared = Arc::clone(&shared);
     runtime.spawn(async move {
         transport_for_peers
-            .serve(peer_listener, move |inbound| {
-                let _ = deliver_inbox.send(Request::Peer(inbound));
-            })
+            .serve(
+                peer_listener,
+                move |inbound| {
+                    let _ = deliver_inbox.send(Request::Peer(inbound));
+                },
+                move |peer_urls: &[String]| join_directory(&directory_shared, peer_urls),
+            )
             .await;
     });
 

@@ -22,6 +22,13 @@
 //!    faster than the API's in-flight limit allows.
 //! 4. A storage or store error stops the member with a clear message rather
 //!    than continuing with state that may have diverged.
+//! 5. Messages from a removed id never reach the core, and a member whose
+//!    own id is removed (applied here, or a peer said so) stops with etcd's
+//!    "the member has been permanently removed from the cluster": it must
+//!    not stand in elections under an id that may have voted already.
+//! 6. The leader promotes a learner only once its match index is within
+//!    [`PROMOTE_READY_PERCENT`] of the leader's own (etcd's rule), so a
+//!    promotion never leaves the quorum waiting on a member far behind.
 
 use crate::envelope::{Envelope, Payload};
 use crate::inbox::{InboxReceiver, InboxSender};
@@ -46,6 +53,18 @@ use tokio::sync::{broadcast, oneshot};
 /// Requests drained from the inbox per loop turn, at most, before the loop
 /// persists and answers (bounds the latency one turn can add).
 const MAX_REQUESTS_PER_TURN: usize = 4096;
+
+/// A learner is promoted only if its match index is at least this percent
+/// of the leader's (etcd's `readyPercent`, 0.9).
+pub const PROMOTE_READY_PERCENT: u64 = 90;
+
+/// etcd's answer to promoting a learner that is behind.
+pub const LEARNER_NOT_READY: &str =
+    "can only promote a learner member which is in sync with leader";
+
+/// How long a member that applied its own removal keeps running, so the
+/// entry's commit reaches the others before it goes (etcd waits 1 s too).
+const REMOVED_STOP_DELAY: Duration = Duration::from_secs(1);
 
 /// Watch event batches buffered for slow subscribers before they lag.
 const EVENT_CHANNEL_BATCHES: usize = 4096;
@@ -312,6 +331,8 @@ pub struct Replica {
     attributes_pending: bool,
     attributes_published: bool,
     lessor: Lessor,
+    /// Set once this member's own removal applied: when to stop.
+    stop_at: Option<Instant>,
 }
 
 fn encode_members(format: u8, members: &Members, extra_capacity: usize) -> Vec<u8> {
@@ -367,6 +388,9 @@ pub enum ReplicaError {
     /// A snapshot from the leader could not be installed.
     #[error("snapshot: {0}")]
     Snapshot(String),
+    /// This member's id was removed from the cluster (invariant 5).
+    #[error("{}", crate::members::REMOVED_MESSAGE)]
+    Removed,
 }
 
 impl Replica {
@@ -402,6 +426,7 @@ impl Replica {
             attributes_pending: false,
             attributes_published: false,
             lessor: Lessor::new(parts.lessor),
+            stop_at: None,
         }
     }
 
@@ -436,6 +461,11 @@ impl Replica {
                 }
                 self.expire_deadlines(now);
                 self.maybe_publish_attributes();
+                if self.transport.removed_from_cluster() || self.stop_at.is_some_and(|at| now >= at)
+                {
+                    tracing::error!("{}", crate::members::REMOVED_MESSAGE);
+                    break Err(ReplicaError::Removed);
+                }
             }
             if let Err(e) = self.drive() {
                 break Err(e);
@@ -489,7 +519,10 @@ impl Replica {
             }
             Request::Peer(Inbound::Raft(messages)) => {
                 for m in messages {
-                    self.raft.step(m);
+                    // Invariant 5 (the transport refuses them first).
+                    if !self.members.removed.contains(&m.from.0) {
+                        self.raft.step(m);
+                    }
                 }
             }
             Request::Peer(Inbound::Forward(proposals)) => {
@@ -500,7 +533,10 @@ impl Replica {
                     }
                 }
             }
-            Request::ConfChange { change, reply } => match self.raft.propose_conf_change(change) {
+            Request::ConfChange { change, reply } => match self
+                .check_conf_change(&change)
+                .and_then(|()| self.raft.propose_conf_change(change).map_err(propose_error))
+            {
                 Ok(index) => {
                     let sequence = index.0 | (1 << 63);
                     self.waiters.insert(sequence, Waiter::Conf(reply));
@@ -508,7 +544,7 @@ impl Replica {
                         .push_back((Instant::now() + self.shared.request_timeout, sequence));
                 }
                 Err(e) => {
-                    let _ = reply.send(Err(propose_error(e)));
+                    let _ = reply.send(Err(e));
                 }
             },
             Request::Lease(query) => self.answer_lease(query),
@@ -521,6 +557,28 @@ impl Replica {
             }
         }
         Ok(false)
+    }
+
+    /// The leader's checks of a membership change before proposing it: a
+    /// removed id never comes back, and a learner is promoted only once in
+    /// sync (invariant 6).
+    fn check_conf_change(&self, change: &ConfChange) -> Result<(), ServerError> {
+        let id = change.node.0;
+        if change.kind != ConfChangeKind::Remove && self.members.removed.contains(&id) {
+            return Err(ServerError::Membership("ID removed".into()));
+        }
+        let promotion = change.kind == ConfChangeKind::AddVoter
+            && self.members.members.get(&id).is_some_and(|m| m.is_learner);
+        if promotion && self.raft.role() == concord_raft::Role::Leader {
+            let leader_match = self.raft.match_index(self.raft.id()).unwrap_or_default();
+            let learner_match = self.raft.match_index(change.node).unwrap_or_default();
+            if learner_match.0.saturating_mul(100)
+                < leader_match.0.saturating_mul(PROMOTE_READY_PERCENT)
+            {
+                return Err(ServerError::Membership(LEARNER_NOT_READY.into()));
+            }
+        }
+        Ok(())
     }
 
     fn answer_lease(&mut self, query: LeaseQuery) {
@@ -891,6 +949,13 @@ impl Replica {
         let context: ConfChangeContext =
             serde_json::from_slice(&change.context).unwrap_or_default();
         match change.kind {
+            ConfChangeKind::AddVoter | ConfChangeKind::AddLearner
+                if self.members.removed.contains(&id) =>
+            {
+                // Refused when proposed (check_conf_change); never a member
+                // again (members.rs invariant 3).
+                tracing::error!(id, "ignoring the re-addition of a removed member id");
+            }
             ConfChangeKind::AddVoter | ConfChangeKind::AddLearner => {
                 let member = self.members.members.entry(id).or_insert_with(|| Member {
                     id,
@@ -915,8 +980,19 @@ impl Replica {
             }
             ConfChangeKind::Remove => {
                 self.members.members.remove(&id);
-                self.transport.remove_peer(NodeId(id));
+                self.members.removed.insert(id);
+                self.transport.mark_removed(NodeId(id));
+                self.note_if_removed();
             }
+        }
+    }
+
+    /// Schedules the stop of a member whose own removal applied
+    /// (invariant 5).
+    fn note_if_removed(&mut self) {
+        if self.stop_at.is_none() && self.members.removed.contains(&self.shared.member_id) {
+            tracing::warn!("this member was removed; stopping in {REMOVED_STOP_DELAY:?}");
+            self.stop_at = Some(Instant::now() + REMOVED_STOP_DELAY.max(self.tick * 10));
         }
     }
 
@@ -934,6 +1010,10 @@ impl Replica {
         self.members.applied_index = snapshot.meta.index.0;
         self.members.save(&self.members_path)?;
         *self.shared.members.write().expect("lock") = self.members.clone();
+        for id in &self.members.removed {
+            self.transport.mark_removed(NodeId(*id));
+        }
+        self.note_if_removed();
         for member in self.members.members.values() {
             if member.id != self.shared.member_id {
                 if let Some(addr) = member

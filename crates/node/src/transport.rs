@@ -7,7 +7,16 @@
 //!    drop is counted). Memory per peer is therefore bounded.
 //! 2. A connection starts with a `Hello` naming the sender and cluster; frames
 //!    from another cluster or from an unknown member are refused and the
-//!    connection is closed.
+//!    connection is closed. Every frame is checked again against the current
+//!    members, so a connection opened before its sender was removed carries
+//!    nothing after.
+//! 5. A removed id (members.rs invariant 3) is never a peer again: its
+//!    connections are answered with `Removed` and closed, and `add_peer`
+//!    ignores it. A member told `Removed` by a peer raises
+//!    [`Transport::removed_from_cluster`], and its replica loop stops.
+//! 6. A member joining a running cluster learns its id on a one-shot
+//!    connection ([`join_query`], answered from the member table by the
+//!    `directory` given to [`Transport::serve`]).
 //! 3. Bad bytes from a peer close that connection only; the node keeps
 //!    serving (the peer reconnects with backoff).
 //! 4. Fault injection (test flag only) drops traffic by peer and direction,
@@ -18,7 +27,7 @@ use bytes::{Bytes, BytesMut};
 use concord_raft::{Message, NodeId};
 use std::collections::{BTreeSet, HashMap};
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::Duration;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -94,6 +103,10 @@ pub struct Transport {
     peers: Mutex<HashMap<NodeId, Peer>>,
     /// Known member ids, for validating Hello frames.
     members: RwLock<BTreeSet<NodeId>>,
+    /// Removed member ids (invariant 5).
+    removed: RwLock<BTreeSet<NodeId>>,
+    /// A peer told us our id was removed.
+    removed_from_cluster: AtomicBool,
     faults: RwLock<FaultRules>,
     /// Counters.
     pub stats: TransportStats,
@@ -108,6 +121,8 @@ impl Transport {
             cluster_id,
             peers: Mutex::new(HashMap::new()),
             members: RwLock::new(BTreeSet::new()),
+            removed: RwLock::new(BTreeSet::new()),
+            removed_from_cluster: AtomicBool::new(false),
             faults: RwLock::new(FaultRules::default()),
             stats: TransportStats::default(),
             runtime,
@@ -115,8 +130,9 @@ impl Transport {
     }
 
     /// Starts (or replaces) the outbound connection to `id` at `addr`.
+    /// A removed id is ignored (invariant 5).
     pub fn add_peer(self: &Arc<Self>, id: NodeId, addr: String) {
-        if id == self.me {
+        if id == self.me || self.removed.read().expect("lock").contains(&id) {
             return;
         }
         self.members.write().expect("lock").insert(id);
@@ -132,6 +148,17 @@ impl Transport {
     pub fn remove_peer(&self, id: NodeId) {
         self.peers.lock().expect("lock").remove(&id);
         self.members.write().expect("lock").remove(&id);
+    }
+
+    /// Refuses `id` for good: it was removed from the cluster.
+    pub fn mark_removed(&self, id: NodeId) {
+        self.removed.write().expect("lock").insert(id);
+        self.remove_peer(id);
+    }
+
+    /// Whether a peer answered that this member's id was removed.
+    pub fn removed_from_cluster(&self) -> bool {
+        self.removed_from_cluster.load(Ordering::Acquire)
     }
 
     /// Replaces the nemesis rules.
@@ -197,6 +224,17 @@ impl Transport {
             if stream.write_all(&hello).await.is_err() {
                 continue;
             }
+            // The peer writes back only to say we were removed (invariant 5).
+            let (mut answers, mut stream) = stream.into_split();
+            let transport = Arc::clone(&self);
+            tokio::spawn(async move {
+                if let Ok(Frame::Removed) = Self::read_frame(&mut answers).await {
+                    tracing::error!("a peer answered: {}", crate::members::REMOVED_MESSAGE);
+                    transport
+                        .removed_from_cluster
+                        .store(true, Ordering::Release);
+                }
+            });
             backoff = RECONNECT_BACKOFF_MIN;
             loop {
                 let first = match pending.take() {
@@ -237,11 +275,14 @@ impl Transport {
         }
     }
 
-    /// Accepts peer connections and delivers what they send to `deliver`.
+    /// Accepts peer connections and delivers what they send to `deliver`;
+    /// `directory` answers a joining member's [`Frame::Join`] (its id, or
+    /// 0, and every member's peer URLs) from the member table.
     pub async fn serve(
         self: Arc<Self>,
         listener: TcpListener,
         deliver: impl Fn(Inbound) + Send + Sync + Clone + 'static,
+        directory: impl Fn(&[String]) -> (u64, Vec<(NodeId, String)>) + Send + Sync + Clone + 'static,
     ) {
         loop {
             let Ok((stream, remote)) = listener.accept().await else {
@@ -249,15 +290,16 @@ impl Transport {
             };
             let transport = Arc::clone(&self);
             let deliver = deliver.clone();
+            let directory = directory.clone();
             tokio::spawn(async move {
-                if let Err(reason) = transport.serve_connection(stream, deliver).await {
+                if let Err(reason) = transport.serve_connection(stream, deliver, directory).await {
                     tracing::debug!(%remote, %reason, "peer connection closed");
                 }
             });
         }
     }
 
-    async fn read_frame(stream: &mut TcpStream) -> Result<Frame, String> {
+    async fn read_frame(stream: &mut (impl tokio::io::AsyncRead + Unpin)) -> Result<Frame, String> {
         let mut header = [0u8; FRAME_HEADER_BYTES];
         stream
             .read_exact(&mut header)
@@ -272,16 +314,45 @@ impl Transport {
         decode_frame(Bytes::from(payload), crc).map_err(|e| e.to_string())
     }
 
+    /// Tells a removed member so, then closes (invariant 5).
+    async fn refuse_removed(&self, stream: &mut TcpStream, from: NodeId) -> Result<(), String> {
+        let _ = stream.write_all(&encode_frame(&Frame::Removed)).await;
+        let _ = stream.shutdown().await;
+        Err(format!("member {from} was removed from the cluster"))
+    }
+
+    /// Whether frames from `from` may be delivered now; `Err` closes the
+    /// connection (after telling a removed member).
+    async fn check_sender(&self, stream: &mut TcpStream, from: NodeId) -> Result<(), String> {
+        if self.members.read().expect("lock").contains(&from) {
+            return Ok(());
+        }
+        if self.removed.read().expect("lock").contains(&from) {
+            return self.refuse_removed(stream, from).await;
+        }
+        Err(format!("unknown member {from}"))
+    }
+
     async fn serve_connection(
         &self,
         mut stream: TcpStream,
         deliver: impl Fn(Inbound),
+        directory: impl Fn(&[String]) -> (u64, Vec<(NodeId, String)>),
     ) -> Result<(), String> {
         let _ = stream.set_nodelay(true);
         let from = match Self::read_frame(&mut stream).await {
             Ok(Frame::Hello { from, cluster_id }) if cluster_id == self.cluster_id => from,
-            Ok(Frame::Hello { cluster_id, .. }) => {
+            Ok(Frame::Hello { cluster_id, .. }) | Ok(Frame::Join { cluster_id, .. })
+                if cluster_id != self.cluster_id =>
+            {
                 return Err(format!("cluster id mismatch: {cluster_id:x}"))
+            }
+            Ok(Frame::Join { peer_urls, .. }) => {
+                let (member_id, members) = directory(&peer_urls);
+                let answer = encode_frame(&Frame::JoinAnswer { member_id, members });
+                stream.write_all(&answer).await.map_err(|e| e.to_string())?;
+                let _ = stream.shutdown().await;
+                return Ok(());
             }
             Ok(_) => return Err("expected hello".into()),
             Err(e) => {
@@ -289,9 +360,7 @@ impl Transport {
                 return Err(e);
             }
         };
-        if !self.members.read().expect("lock").contains(&from) {
-            return Err(format!("unknown member {from}"));
-        }
+        self.check_sender(&mut stream, from).await?;
         loop {
             let frame = match Self::read_frame(&mut stream).await {
                 Ok(f) => f,
@@ -303,6 +372,7 @@ impl Transport {
             if self.faults.read().expect("lock").drop_from.contains(&from) {
                 continue;
             }
+            self.check_sender(&mut stream, from).await?;
             match frame {
                 Frame::Raft(messages) => {
                     let messages: Vec<Message> =
@@ -311,8 +381,51 @@ impl Transport {
                 }
                 Frame::Forward(proposals) => deliver(Inbound::Forward(proposals)),
                 Frame::Hello { .. } => return Err("duplicate hello".into()),
+                Frame::Join { .. } | Frame::JoinAnswer { .. } | Frame::Removed => {
+                    return Err("unexpected frame after hello".into())
+                }
             }
         }
+    }
+}
+
+/// Asks the member listening at `addr` which member has `peer_urls`
+/// (invariant 6): `(id, members)` with id 0 if none has. Blocking, bounded
+/// by `timeout` per step; for a member's start, before its runtime exists.
+pub fn join_query(
+    addr: &str,
+    cluster_id: u64,
+    peer_urls: &[String],
+    timeout: Duration,
+) -> Result<(u64, Vec<(NodeId, String)>), String> {
+    use std::io::{Read, Write};
+    use std::net::ToSocketAddrs;
+    let target = addr
+        .to_socket_addrs()
+        .map_err(|e| e.to_string())?
+        .next()
+        .ok_or_else(|| format!("{addr} resolves to nothing"))?;
+    let mut stream =
+        std::net::TcpStream::connect_timeout(&target, timeout).map_err(|e| e.to_string())?;
+    stream
+        .set_read_timeout(Some(timeout))
+        .and_then(|()| stream.set_write_timeout(Some(timeout)))
+        .map_err(|e| e.to_string())?;
+    let query = encode_frame(&Frame::Join {
+        cluster_id,
+        peer_urls: peer_urls.to_vec(),
+    });
+    stream.write_all(&query).map_err(|e| e.to_string())?;
+    let mut header = [0u8; FRAME_HEADER_BYTES];
+    stream
+        .read_exact(&mut header)
+        .map_err(|e| format!("no answer ({e}): another cluster?"))?;
+    let (len, crc) = frame_len(&header).map_err(|e| e.to_string())?;
+    let mut payload = vec![0u8; len];
+    stream.read_exact(&mut payload).map_err(|e| e.to_string())?;
+    match decode_frame(Bytes::from(payload), crc).map_err(|e| e.to_string())? {
+        Frame::JoinAnswer { member_id, members } => Ok((member_id, members)),
+        _ => Err("unexpected answer".into()),
     }
 }
 

@@ -782,8 +782,8 @@ fn snapshot_saved_from_one_cluster_restores_a_new_one() {
 fn member_update_replaces_peer_urls() {
     use concord_etcd_proto::etcdserverpb::cluster_client::ClusterClient;
     let cluster = Cluster::start(3);
-    // Membership changes are proposed by the member that receives them,
-    // which must lead (they are not forwarded yet).
+    // Sent to the leader, which proposes it; a follower would forward it
+    // (tests/maintenance.rs covers that path).
     let url = cluster.urls[cluster.leader()].clone();
     run(async move {
         let mut client = ClusterClient::new(channel(&url).await);

@@ -16,6 +16,10 @@ use tonic::transport::Channel;
 
 const TIMEOUT: Duration = Duration::from_secs(20);
 
+const LEARNER_NOT_READY: &str =
+    "etcdserver: can only promote a learner member which is in sync with leader";
+const REMOVED: &str = "the member has been permanently removed from the cluster";
+
 struct Cluster {
     nodes: Vec<Option<RunningNode>>,
     configs: Vec<NodeConfig>,
@@ -185,6 +189,7 @@ async fn member_list(client: &ClusterClient<Channel>) -> Vec<pb::Member> {
 /// MemberAdd, MemberUpdate, MemberPromote and MemberRemove sent to a
 /// follower take effect (the follower forwards them to the leader), and the
 /// follower's own MemberList shows each change as soon as the call returns.
+/// (The learner never starts, so the leader refuses to promote it.)
 #[test]
 fn membership_changes_sent_to_a_follower_are_forwarded() {
     let cluster = Cluster::start(3, |_| {});
@@ -243,16 +248,14 @@ fn membership_changes_sent_to_a_follower_are_forwarded() {
         let m = listed.iter().find(|m| m.id == new.id).unwrap();
         assert_eq!(m.peer_ur_ls, vec![moved.clone()]);
 
-        retry(|| {
-            let mut c = client.clone();
-            async move {
-                c.member_promote(pb::MemberPromoteRequest { id: new.id })
-                    .await
-            }
-        })
-        .await;
+        let err = client
+            .clone()
+            .member_promote(pb::MemberPromoteRequest { id: new.id })
+            .await
+            .unwrap_err();
+        assert_eq!(err.message(), LEARNER_NOT_READY, "{err:?}");
         let listed = member_list(&client).await;
-        assert!(listed.iter().any(|m| m.id == new.id && !m.is_learner));
+        assert!(listed.iter().any(|m| m.id == new.id && m.is_learner));
 
         retry(|| {
             let mut c = client.clone();
@@ -615,4 +618,252 @@ fn space_quota_raises_nospace_and_refuses_writes() {
             .await
             .is_empty());
     });
+}
+
+impl Cluster {
+    /// The configuration of a new member `name` that joins this cluster
+    /// (`--initial-cluster-state existing`) at fresh ports and an empty
+    /// data directory (kept alive by the cluster).
+    fn joiner(&mut self, name: &str, peer_url: Option<String>) -> NodeConfig {
+        let peer = peer_url.unwrap_or_else(|| format!("http://127.0.0.1:{}", free_port()));
+        let client = format!("http://127.0.0.1:{}", free_port());
+        let dir = tempfile::tempdir().unwrap();
+        let mut c = self.configs[0].clone();
+        c.name = name.to_string();
+        c.data_dir = dir.path().to_path_buf();
+        c.listen_client_urls = vec![client.clone()];
+        c.advertise_client_urls = vec![client];
+        c.listen_peer_urls = vec![peer.clone()];
+        c.initial_advertise_peer_urls = vec![peer.clone()];
+        c.initial_cluster.retain(|(n, _)| n != name);
+        c.initial_cluster.push((name.to_string(), peer));
+        c.initial_cluster_state = concord_node::config::ClusterState::Existing;
+        self._dirs.push(dir);
+        c
+    }
+
+    /// Takes member `i` out of the cluster's care (it may stop on its own).
+    fn take(&mut self, i: usize) -> RunningNode {
+        self.nodes[i].take().expect("running")
+    }
+
+    fn leader_node(&self) -> &RunningNode {
+        self.nodes[self.leader()].as_ref().unwrap()
+    }
+}
+
+/// Waits until `node` has applied what the leader had committed when asked.
+fn wait_caught_up(cluster: &Cluster, node: &RunningNode) {
+    use std::sync::atomic::Ordering;
+    let target = cluster
+        .leader_node()
+        .shared
+        .commit_index
+        .load(Ordering::Acquire);
+    let deadline = Instant::now() + TIMEOUT;
+    while node.shared.applied_index.load(Ordering::Acquire) < target {
+        assert!(Instant::now() < deadline, "the member did not catch up");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+async fn put_keys(url: &str, prefix: &str, count: usize) {
+    let kv = KvClient::new(channel(url));
+    for i in 0..count {
+        retry(|| {
+            let mut kv = kv.clone();
+            let request = pb::PutRequest {
+                key: format!("{prefix}/{i}").into_bytes(),
+                value: b"v".to_vec(),
+                ..Default::default()
+            };
+            async move { kv.put(request).await }
+        })
+        .await;
+    }
+}
+
+async fn member_add(url: &str, peer_url: &str, is_learner: bool) -> pb::Member {
+    let client = ClusterClient::new(channel(url));
+    retry(|| {
+        let mut c = client.clone();
+        let request = pb::MemberAddRequest {
+            peer_ur_ls: vec![peer_url.to_string()],
+            is_learner,
+        };
+        async move { c.member_add(request).await }
+    })
+    .await
+    .into_inner()
+    .member
+    .expect("the added member")
+}
+
+async fn member_remove(url: &str, id: u64) {
+    let client = ClusterClient::new(channel(url));
+    retry(|| {
+        let mut c = client.clone();
+        async move { c.member_remove(pb::MemberRemoveRequest { id }).await }
+    })
+    .await;
+}
+
+/// Starts a removed member and returns why it stopped (at start, or
+/// once its peers refused it).
+fn start_removed(config: NodeConfig) -> String {
+    match start(config) {
+        Ok(node) => node.wait().unwrap_err().to_string(),
+        Err(e) => e.to_string(),
+    }
+}
+
+async fn promote(url: &str, id: u64) -> Result<Vec<pb::Member>, tonic::Status> {
+    let mut client = ClusterClient::new(channel(url));
+    let answer = client
+        .member_promote(pb::MemberPromoteRequest { id })
+        .await?;
+    Ok(answer.into_inner().members)
+}
+
+/// The member-id reuse bug: a member removed and added back with the same
+/// peer URL gets a new id (ids of added members are fresh, not derived
+/// from the URL), learns it from the cluster when it starts empty with
+/// `--initial-cluster-state existing`, persists it across a restart, and
+/// catches up.
+#[test]
+fn readded_member_gets_a_new_id_and_catches_up() {
+    let mut cluster = Cluster::start(3, |_| {});
+    let leader = cluster.leader();
+    let victim = (leader + 1) % 3;
+    let old_id = cluster.nodes[victim].as_ref().unwrap().shared.member_id;
+    let peer_url = cluster.configs[victim].initial_advertise_peer_urls[0].clone();
+    let leader_url = cluster.urls[leader].clone();
+    run(put_keys(&leader_url, "before", 20));
+
+    // Removed while running: refused by its peers (or having applied its
+    // own removal), it stops.
+    let removed = cluster.take(victim);
+    run(member_remove(&leader_url, old_id));
+    let stopped = removed.wait();
+    assert_eq!(stopped.unwrap_err().to_string(), REMOVED);
+    // With its old data it does not rejoin: refused at start if it applied
+    // its removal, else told by its peers.
+    assert_eq!(start_removed(cluster.configs[victim].clone()), REMOVED);
+
+    let added = run(member_add(&leader_url, &peer_url, false));
+    assert_ne!(added.id, old_id, "a re-added peer URL must get a new id");
+    run(put_keys(&leader_url, "after", 20));
+
+    let name = cluster.configs[victim].name.clone();
+    let config = cluster.joiner(&name, Some(peer_url));
+    let joined = start(config.clone()).expect("the re-added member starts");
+    assert_eq!(joined.shared.member_id, added.id);
+    wait_caught_up(&cluster, &joined);
+    let client = joined.client_addrs[0];
+    joined.shutdown().unwrap();
+    // The learned id lives in the data directory: a restart keeps it.
+    let joined = start(config).expect("restarts");
+    assert_eq!(joined.shared.member_id, added.id);
+    wait_caught_up(&cluster, &joined);
+    run(async move {
+        let mut kv = KvClient::new(channel(&format!("http://{client}")));
+        let got = kv
+            .range(pb::RangeRequest {
+                key: b"after/19".to_vec(),
+                serializable: true,
+                ..Default::default()
+            })
+            .await
+            .unwrap()
+            .into_inner();
+        assert_eq!(got.kvs.len(), 1, "the re-added member has the data");
+        let listed = member_list(&ClusterClient::new(channel(&leader_url))).await;
+        assert_eq!(listed.len(), 3);
+        assert!(listed.iter().all(|m| m.id != old_id));
+    });
+    joined.shutdown().unwrap();
+}
+
+/// A member removed while it was down, restarted with its old data
+/// directory, is told by its peers that it was removed and stops with
+/// etcd's message, without disturbing the leader; restarted once more it
+/// refuses to start at all (it applied its removal meanwhile, or not: either
+/// way it stops). The others keep serving.
+#[test]
+fn removed_member_restarted_with_old_data_is_refused() {
+    let mut cluster = Cluster::start(3, |_| {});
+    let leader = cluster.leader();
+    let victim = (leader + 1) % 3;
+    let old_id = cluster.nodes[victim].as_ref().unwrap().shared.member_id;
+    let leader_url = cluster.urls[leader].clone();
+    cluster.stop(victim);
+    run(member_remove(&leader_url, old_id));
+    let term_before = cluster
+        .leader_node()
+        .shared
+        .term
+        .load(std::sync::atomic::Ordering::Acquire);
+
+    let config = cluster.configs[victim].clone();
+    let started = Instant::now();
+    assert_eq!(start_removed(config.clone()), REMOVED);
+    assert!(started.elapsed() < TIMEOUT, "took {:?}", started.elapsed());
+    // Started again: refused at once or told again by its peers.
+    assert_eq!(start_removed(config), REMOVED);
+
+    assert_eq!(cluster.leader(), leader, "the leader kept its place");
+    let term_after = cluster
+        .leader_node()
+        .shared
+        .term
+        .load(std::sync::atomic::Ordering::Acquire);
+    assert_eq!(term_before, term_after, "no election was forced");
+    run(put_keys(&leader_url, "still", 5));
+    let listed = run(async move { member_list(&ClusterClient::new(channel(&leader_url))).await });
+    assert_eq!(listed.len(), 2);
+}
+
+/// MemberPromote of a learner that is behind is refused with etcd's
+/// message, and accepted once it caught up. A member started with
+/// `--initial-cluster-state existing` before MemberAdd is refused with a
+/// clear error.
+#[test]
+fn promote_waits_for_the_learner_to_catch_up() {
+    let mut cluster = Cluster::start(3, |_| {});
+    let follower = cluster.follower();
+    let url = cluster.urls[follower].clone();
+    run(put_keys(&url, "k", 50));
+    let config = cluster.joiner("learner", None);
+    let err = start(config.clone()).err().expect("not added yet");
+    assert!(err.to_string().contains("add it first"), "{err}");
+    std::fs::remove_dir_all(config.data_dir.join("member")).unwrap();
+
+    let peer_url = config.initial_advertise_peer_urls[0].clone();
+    let learner = run(member_add(&url, &peer_url, true));
+    assert!(learner.is_learner);
+    // Not started: far behind (sent to a follower, refused by the leader).
+    let err = run(promote(&url, learner.id)).unwrap_err();
+    assert_eq!(err.message(), LEARNER_NOT_READY, "{err:?}");
+    assert_eq!(err.code(), tonic::Code::FailedPrecondition);
+
+    let node = start(config).expect("the learner starts");
+    assert_eq!(node.shared.member_id, learner.id);
+    wait_caught_up(&cluster, &node);
+    let deadline = Instant::now() + TIMEOUT;
+    run(async move {
+        loop {
+            match promote(&url, learner.id).await {
+                Ok(members) => {
+                    assert!(members.iter().any(|m| m.id == learner.id && !m.is_learner));
+                    break;
+                }
+                // The leader hears of the learner's progress a heartbeat later.
+                Err(e) if e.message() == LEARNER_NOT_READY && Instant::now() < deadline => {
+                    tokio::time::sleep(Duration::from_millis(50)).await
+                }
+                Err(e) => panic!("promote failed: {e:?}"),
+            }
+        }
+    });
+    node.shutdown().unwrap();
 }

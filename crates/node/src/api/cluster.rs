@@ -17,14 +17,30 @@
 //! Invariants:
 //! 1. The whole call, forwarding and retries included, is bounded by the
 //!    member's request timeout.
-//! 2. A call is retried (on a new leader) only when it surely did not reach
-//!    Raft: no leader known, the leader unreachable, or "not leader"
-//!    answers; a timeout after the proposal is returned as is, since the
-//!    change may still apply.
+//! 2. A change is never applied twice: an attempt is retried (on a new
+//!    leader) only when it surely did not reach Raft ([`Attempt::Retry`]):
+//!    - no leader is known, or its client URL is not published yet;
+//!    - the connection to the leader could not be opened (the request was
+//!      never sent: each forward opens its own connection first);
+//!    - the member called answered that it refused before proposing:
+//!      "not leader" (a forwarded call reaching a member that does not
+//!      lead), or etcd's "no leader" / "leader changed", which the leader's
+//!      replica loop answers only when Raft refused the proposal
+//!      (`replica::propose_error`).
+//!
+//!    Anything else is returned as is ([`Attempt::Fail`]), including a
+//!    connection that broke after the request was sent and a timeout after
+//!    the proposal: the change may still apply, as with etcd's own
+//!    "request timed out". The client decides (MemberList shows whether
+//!    it did).
+//! 3. MemberAdd gives the new member a fresh id chosen by the member that
+//!    proposes the change (the leader; see `members::fresh_member_id`),
+//!    never one that is a member or was removed; a follower that forwarded
+//!    the call reports the id the leader answered.
 
 use super::lease::FORWARDED_METADATA;
 use super::{server_status, Api};
-use crate::members::{member_id, ConfChangeContext, Members};
+use crate::members::{fresh_member_id, ConfChangeContext, Members};
 use crate::replica::ServerError;
 use bytes::Bytes;
 use concord_etcd_proto::etcdserverpb as pb;
@@ -61,13 +77,36 @@ fn mark_forwarded<T>(message: T) -> Request<T> {
     request
 }
 
-/// Whether a failed attempt surely did not reach Raft (invariant 2).
-fn retryable(status: &Status) -> bool {
+/// etcd's answer when the leader could not be reached in time.
+const CONNECTION_LOST: &str = "etcdserver: request timed out, possibly due to connection lost";
+
+/// How long opening a connection to the leader may take.
+const LEADER_CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
+
+/// The outcome of one failed attempt (invariant 2).
+enum Attempt {
+    /// Surely did not reach Raft: may be sent again.
+    Retry(Status),
+    /// May have reached Raft, or was refused for good: returned as is.
+    Fail(Status),
+}
+
+/// Whether an error answered by the member called (or by this member's
+/// own replica loop) says the change was refused before it was proposed
+/// (invariant 2).
+fn refused_before_proposal(status: &Status) -> bool {
     let message = status.message();
     message == NOT_LEADER
         || message == ServerError::NoLeader.to_string()
         || message == ServerError::LeaderChanged.to_string()
-        || (status.code() == tonic::Code::Unavailable && !message.starts_with("etcdserver:"))
+}
+
+fn classify(status: Status) -> Attempt {
+    if refused_before_proposal(&status) {
+        Attempt::Retry(status)
+    } else {
+        Attempt::Fail(status)
+    }
 }
 
 fn members_to_pb(members: &Members) -> Vec<pb::Member> {
@@ -88,40 +127,76 @@ fn members_to_pb(members: &Members) -> Vec<pb::Member> {
 enum Route {
     /// This member leads: propose here.
     Here,
-    /// Another member leads: call it.
-    Leader(ClusterClient<Channel>),
+    /// Another member leads: call it at this client URL.
+    Leader(String),
+}
+
+/// Opens a connection of its own to the leader, so that a failure here
+/// means the request was never sent (invariant 2).
+async fn connect(url: &str) -> Result<ClusterClient<Channel>, Status> {
+    let endpoint = tonic::transport::Endpoint::from_shared(url.to_string())
+        .map_err(|e| Status::unavailable(format!("etcdserver: leader URL {url}: {e}")))?
+        .connect_timeout(LEADER_CONNECT_TIMEOUT)
+        .tcp_nodelay(true);
+    let channel = endpoint
+        .connect()
+        .await
+        .map_err(|_| Status::unavailable(CONNECTION_LOST))?;
+    Ok(ClusterClient::new(channel))
 }
 
 impl Api {
     /// Carries out a membership change: proposed here when this member
-    /// leads, else forwarded to the leader (see the module doc); then waits
-    /// until the local member table satisfies `applied`.
+    /// leads (`change` builds it, each time anew), else forwarded to the
+    /// leader (see the module doc); then waits until the local member
+    /// table satisfies `applied` given the leader's answer. Returns the
+    /// member table and, if forwarded, the leader's answer.
     async fn change_on_leader<T: Send + 'static>(
         &self,
         forwarded: bool,
-        change: ConfChange,
+        change: impl Fn(&Members) -> Result<ConfChange, Status>,
         forward: impl Fn(ClusterClient<Channel>) -> LeaderCall<T>,
-        applied: impl Fn(&Members) -> bool,
-    ) -> Result<Members, Status> {
+        applied: impl Fn(&Members, &T) -> bool,
+    ) -> Result<(Members, Option<T>), Status> {
         let deadline = Instant::now() + self.shared.request_timeout;
         loop {
-            let error = match self.route(forwarded)? {
-                Some(Route::Here) => match self.shared.change_membership(change.clone()).await {
-                    Ok(members) => return Ok(members),
-                    Err(e) => server_status(e),
-                },
-                Some(Route::Leader(client)) => {
-                    let left = deadline.saturating_duration_since(Instant::now());
-                    match tokio::time::timeout(left, forward(client)).await {
-                        Ok(Ok(_)) => return self.wait_applied(deadline, applied).await,
-                        Ok(Err(status)) => status,
-                        Err(_) => return Err(server_status(ServerError::Timeout)),
+            let attempt = match self.route(forwarded)? {
+                Some(Route::Here) => {
+                    let change = change(&self.shared.members.read().expect("lock"))?;
+                    match self.shared.change_membership(change).await {
+                        Ok(members) => return Ok((members, None)),
+                        Err(e) => classify(server_status(e)),
                     }
                 }
-                None => server_status(ServerError::NoLeader),
+                Some(Route::Leader(url)) => {
+                    let left = deadline.saturating_duration_since(Instant::now());
+                    let call = async {
+                        let client = match connect(&url).await {
+                            Ok(client) => client,
+                            Err(status) => return Err(Attempt::Retry(status)),
+                        };
+                        let answer = match forward(client).await {
+                            Ok(answer) => answer.into_inner(),
+                            Err(status) => return Err(classify(status)),
+                        };
+                        match self.wait_applied(deadline, |m| applied(m, &answer)).await {
+                            Ok(members) => Ok((members, Some(answer))),
+                            Err(status) => Err(Attempt::Fail(status)),
+                        }
+                    };
+                    match tokio::time::timeout(left, call).await {
+                        Ok(Ok(done)) => return Ok(done),
+                        Ok(Err(attempt)) => attempt,
+                        Err(_) => Attempt::Fail(server_status(ServerError::Timeout)),
+                    }
+                }
+                None => Attempt::Retry(server_status(ServerError::NoLeader)),
             };
-            if !retryable(&error) || Instant::now() >= deadline {
-                return Err(error);
+            match attempt {
+                Attempt::Retry(status) if Instant::now() < deadline => {
+                    tracing::debug!(%status, "membership change not proposed; retrying");
+                }
+                Attempt::Retry(status) | Attempt::Fail(status) => return Err(status),
             }
             tokio::time::sleep(LEADER_RETRY).await;
         }
@@ -148,9 +223,7 @@ impl Api {
             .members
             .get(&leader)
             .and_then(|m| m.client_urls.first().cloned());
-        let Some(url) = url else { return Ok(None) };
-        let channel = self.coordination.channel_to(&url)?;
-        Ok(Some(Route::Leader(ClusterClient::new(channel))))
+        Ok(url.map(Route::Leader))
     }
 
     /// Waits until the local member table satisfies `applied` (the change
@@ -200,35 +273,49 @@ impl Cluster for Api {
             crate::transport::url_to_addr(url)
                 .map_err(|e| Status::invalid_argument(format!("etcdserver: {e}")))?;
         }
-        {
-            let members = self.shared.members.read().expect("lock");
-            let taken = members
+        let urls_taken = |members: &Members| {
+            members
                 .members
                 .values()
-                .any(|m| m.peer_urls.iter().any(|u| request.peer_ur_ls.contains(u)));
-            if taken {
+                .any(|m| m.peer_urls.iter().any(|u| request.peer_ur_ls.contains(u)))
+        };
+        if urls_taken(&self.shared.members.read().expect("lock")) {
+            return Err(Status::failed_precondition(
+                "etcdserver: Peer URLs already exists",
+            ));
+        }
+        // Invariant 3: a fresh id, chosen where the change is proposed; the
+        // new member learns it from the cluster when it joins.
+        let change = |members: &Members| {
+            if urls_taken(members) {
                 return Err(Status::failed_precondition(
                     "etcdserver: Peer URLs already exists",
                 ));
             }
-        }
-        // The id is derived from the peer URLs and the cluster token, so the
-        // new member computes the same id from its own flags when it joins.
-        let id = member_id(&request.peer_ur_ls, &self.cluster_token);
-        let context = ConfChangeContext {
-            name: String::new(),
-            peer_urls: request.peer_ur_ls.clone(),
+            let mut now = std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map(|d| d.as_nanos() as u64)
+                .unwrap_or(1);
+            let mut id = fresh_member_id(&request.peer_ur_ls, &self.cluster_token, now);
+            while members.members.contains_key(&id) || members.removed.contains(&id) {
+                now = now.wrapping_add(1);
+                id = fresh_member_id(&request.peer_ur_ls, &self.cluster_token, now);
+            }
+            let context = ConfChangeContext {
+                name: String::new(),
+                peer_urls: request.peer_ur_ls.clone(),
+            };
+            Ok(ConfChange {
+                kind: if request.is_learner {
+                    ConfChangeKind::AddLearner
+                } else {
+                    ConfChangeKind::AddVoter
+                },
+                node: NodeId(id),
+                context: Bytes::from(serde_json::to_vec(&context).expect("plain data")),
+            })
         };
-        let change = ConfChange {
-            kind: if request.is_learner {
-                ConfChangeKind::AddLearner
-            } else {
-                ConfChangeKind::AddVoter
-            },
-            node: NodeId(id),
-            context: Bytes::from(serde_json::to_vec(&context).expect("plain data")),
-        };
-        let members = self
+        let (members, answer) = self
             .change_on_leader(
                 forwarded,
                 change,
@@ -236,11 +323,28 @@ impl Cluster for Api {
                     let request = mark_forwarded(request.clone());
                     Box::pin(async move { leader.member_add(request).await })
                 },
-                |m| m.members.contains_key(&id),
+                |m, answer: &pb::MemberAddResponse| {
+                    answer
+                        .member
+                        .as_ref()
+                        .is_none_or(|added| m.members.contains_key(&added.id))
+                },
             )
             .await?;
         let all = members_to_pb(&members);
-        let added = all.iter().find(|m| m.id == id).cloned();
+        // The leader's answer names the id it chose; proposed here, the
+        // added member is the one with the requested peer URLs.
+        let added = match answer.and_then(|a| a.member) {
+            Some(added) => all
+                .iter()
+                .find(|m| m.id == added.id)
+                .cloned()
+                .or(Some(added)),
+            None => all
+                .iter()
+                .find(|m| m.peer_ur_ls == request.peer_ur_ls)
+                .cloned(),
+        };
         Ok(Response::new(pb::MemberAddResponse {
             header: Some(self.header(self.revision_now())),
             member: added,
@@ -264,12 +368,14 @@ impl Cluster for Api {
         {
             return Err(Status::not_found("etcdserver: member not found"));
         }
-        let change = ConfChange {
-            kind: ConfChangeKind::Remove,
-            node: NodeId(id),
-            context: Bytes::new(),
+        let change = |_: &Members| {
+            Ok(ConfChange {
+                kind: ConfChangeKind::Remove,
+                node: NodeId(id),
+                context: Bytes::new(),
+            })
         };
-        let members = self
+        let (members, _) = self
             .change_on_leader(
                 forwarded,
                 change,
@@ -277,7 +383,7 @@ impl Cluster for Api {
                     let request = mark_forwarded(pb::MemberRemoveRequest { id });
                     Box::pin(async move { leader.member_remove(request).await })
                 },
-                |m| !m.members.contains_key(&id),
+                |m, _| !m.members.contains_key(&id),
             )
             .await?;
         Ok(Response::new(pb::MemberRemoveResponse {
@@ -321,16 +427,18 @@ impl Cluster for Api {
             name: String::new(),
             peer_urls: request.peer_ur_ls.clone(),
         };
-        let change = ConfChange {
-            kind: if is_learner {
-                ConfChangeKind::AddLearner
-            } else {
-                ConfChangeKind::AddVoter
-            },
-            node: NodeId(request.id),
-            context: Bytes::from(serde_json::to_vec(&context).expect("plain data")),
+        let change = |_: &Members| {
+            Ok(ConfChange {
+                kind: if is_learner {
+                    ConfChangeKind::AddLearner
+                } else {
+                    ConfChangeKind::AddVoter
+                },
+                node: NodeId(request.id),
+                context: Bytes::from(serde_json::to_vec(&context).expect("plain data")),
+            })
         };
-        let members = self
+        let (members, _) = self
             .change_on_leader(
                 forwarded,
                 change,
@@ -338,7 +446,7 @@ impl Cluster for Api {
                     let request = mark_forwarded(request.clone());
                     Box::pin(async move { leader.member_update(request).await })
                 },
-                |m| {
+                |m, _| {
                     m.members
                         .get(&request.id)
                         .is_none_or(|member| member.peer_urls == request.peer_ur_ls)
@@ -379,12 +487,17 @@ impl Cluster for Api {
                 "etcdserver: can only promote a learner member",
             ));
         }
-        let change = ConfChange {
-            kind: ConfChangeKind::AddVoter,
-            node: NodeId(id),
-            context: Bytes::new(),
+        // The leader's replica loop refuses a learner that is not in sync
+        // (etcd's "can only promote a learner member which is in sync with
+        // leader"; `replica::PROMOTE_READY_PERCENT`).
+        let change = |_: &Members| {
+            Ok(ConfChange {
+                kind: ConfChangeKind::AddVoter,
+                node: NodeId(id),
+                context: Bytes::new(),
+            })
         };
-        let members = self
+        let (members, _) = self
             .change_on_leader(
                 forwarded,
                 change,
@@ -392,7 +505,7 @@ impl Cluster for Api {
                     let request = mark_forwarded(pb::MemberPromoteRequest { id });
                     Box::pin(async move { leader.member_promote(request).await })
                 },
-                |m| m.members.get(&id).is_none_or(|member| !member.is_learner),
+                |m, _| m.members.get(&id).is_none_or(|member| !member.is_learner),
             )
             .await?;
         Ok(Response::new(pb::MemberPromoteResponse {
