@@ -777,8 +777,8 @@ impl Cluster {
     /// leader (retried like [`Cluster::remove`]), then starts it on an
     /// empty data directory with `--initial-cluster-state existing` and the
     /// current members as `--initial-cluster`, so it catches up from the
-    /// leader (log or snapshot). Returns its member id, which the cluster
-    /// derives from the peer URL and token (so it is the removed one's).
+    /// leader (log or snapshot). Returns its member id: a new one, which the
+    /// leader chose and the member learns from the cluster when it joins.
     pub async fn add_back(
         &mut self,
         i: usize,
