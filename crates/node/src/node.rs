@@ -24,6 +24,7 @@
 //! 4. A member whose own id is in the table's removed ids does not start
 //!    (members.rs invariant 3).
 
+use crate::api::gateway::{GatewayConfig, GatewayLayer};
 use crate::api::{Api, Coordination, GRPC_OVERHEAD_BYTES};
 use crate::config::{ClusterState, NodeConfig};
 use crate::lessor::LessorConfig;
@@ -321,6 +322,7 @@ pub fn start(config: NodeConfig) -> Result<RunningNode, StartError> {
                     )));
                 };
                 store.restore_from(stream)?;
+                crate::replica::compact_after_restore(&mut store);
             }
             if members.applied_index < snapshot_index {
                 members = snap_members;
@@ -477,6 +479,7 @@ pub fn start(config: NodeConfig) -> Result<RunningNode, StartError> {
         config.quota_backend_bytes,
     ));
     let max_message = config.max_request_bytes + GRPC_OVERHEAD_BYTES;
+    let max_request_bytes = config.max_request_bytes;
     for listener in client_listeners {
         let api = api.clone();
         runtime.spawn(async move {
@@ -497,8 +500,12 @@ pub fn start(config: NodeConfig) -> Result<RunningNode, StartError> {
                     stream
                 },
             );
+            // HTTP/1.1 is accepted for etcd's JSON gateway: the layer sends
+            // every request that is not gRPC there (api/gateway.rs).
             let result = tonic::transport::Server::builder()
                 .tcp_nodelay(true)
+                .accept_http1(true)
+                .layer(GatewayLayer::new(GatewayConfig::new(max_request_bytes)))
                 .add_service(
                     KvServer::new(api.clone())
                         .max_decoding_message_size(max_message)

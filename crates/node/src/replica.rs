@@ -1006,6 +1006,7 @@ impl Replica {
             ));
         };
         self.store.restore_from(store_stream)?;
+        compact_after_restore(&mut self.store);
         self.members = members;
         self.members.applied_index = snapshot.meta.index.0;
         self.members.save(&self.members_path)?;
@@ -1074,6 +1075,23 @@ impl Replica {
                 self.raft.snapshot_load_failed(index);
             }
         }
+    }
+}
+
+/// A restore replaces every record in one transaction, which leaves the
+/// file about twice the data (measured: 2.16 GB for a store whose members
+/// hold 0.9 GB, over etcd's default 2 GiB quota, so the NOSPACE alarm went
+/// off right after a follower caught up by snapshot). Defragmenting gives
+/// the space back; failing to is not an error (the data is intact).
+pub(crate) fn compact_after_restore(store: &mut Store) {
+    let before = store.db_size_bytes().unwrap_or(0);
+    match store.defragment() {
+        Ok(()) => tracing::info!(
+            before,
+            after = store.db_size_bytes().unwrap_or(0),
+            "store defragmented after restore"
+        ),
+        Err(e) => tracing::warn!(error = %e, "defragment after restore failed"),
     }
 }
 
