@@ -12,6 +12,7 @@
 pub mod cluster;
 pub mod convert;
 pub mod election;
+pub mod gateway;
 pub mod kv;
 pub mod lease;
 pub mod lock;
