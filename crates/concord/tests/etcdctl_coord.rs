@@ -641,6 +641,7 @@ fn etcdctl_member_add_learner_promote_remove() {
         lines[0].starts_with("Member ") && lines[0].contains(" added to cluster "),
         "{added:?}"
     );
+    // etcdctl prints ids here as `%16x`: padded with spaces when shorter.
     let id = lines[0].split_whitespace().nth(1).unwrap().to_string();
     let env: BTreeMap<&str, &str> = lines
         .iter()
@@ -692,7 +693,7 @@ fn etcdctl_member_add_learner_promote_remove() {
     assert!(
         promoted
             .stdout
-            .starts_with(&format!("Member {id} promoted in cluster ")),
+            .starts_with(&format!("Member {id:>16} promoted in cluster ")),
         "{promoted:?}"
     );
     let listed = etcdctl(&via, &["member", "list"]);
@@ -713,7 +714,7 @@ fn etcdctl_member_add_learner_promote_remove() {
     assert!(
         removed
             .stdout
-            .starts_with(&format!("Member {id} removed from cluster ")),
+            .starts_with(&format!("Member {id:>16} removed from cluster ")),
         "{removed:?}"
     );
     let listed = etcdctl(&via, &["member", "list"]);
