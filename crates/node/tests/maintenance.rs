@@ -867,3 +867,109 @@ fn promote_waits_for_the_learner_to_catch_up() {
     });
     node.shutdown().unwrap();
 }
+
+/// The server-side recipes write through Txn puts: while NOSPACE is active
+/// Lock and Campaign (enqueue) and Proclaim are refused with etcd's error,
+/// while Unlock and Resign (deletes) are served, so a full cluster can
+/// still release its locks and leaders; after disarming, Lock works again.
+#[test]
+fn lock_and_election_writes_are_refused_under_nospace() {
+    use concord_etcd_proto::v3electionpb as epb;
+    use concord_etcd_proto::v3electionpb::election_client::ElectionClient;
+    use concord_etcd_proto::v3lockpb as lpb;
+    use concord_etcd_proto::v3lockpb::lock_client::LockClient;
+    use pb::alarm_request::AlarmAction::{Activate, Deactivate};
+    let cluster = Cluster::start(1, |_| {});
+    let url = cluster.urls[cluster.leader()].clone();
+    let target = cluster.nodes[0].as_ref().unwrap().shared.member_id;
+    run(async {
+        let leases = LeaseClient::new(channel(&url));
+        let grant = || {
+            let mut leases = leases.clone();
+            async move {
+                leases
+                    .lease_grant(pb::LeaseGrantRequest { ttl: 60, id: 0 })
+                    .await
+                    .expect("lease grant")
+                    .into_inner()
+                    .id
+            }
+        };
+        let (held, leading, other) = (grant().await, grant().await, grant().await);
+        let mut lock = LockClient::new(channel(&url));
+        let mut election = ElectionClient::new(channel(&url));
+        let lock_key = lock
+            .lock(lpb::LockRequest {
+                name: b"l".to_vec(),
+                lease: held,
+            })
+            .await
+            .expect("lock before the alarm")
+            .into_inner()
+            .key;
+        let leader = election
+            .campaign(epb::CampaignRequest {
+                name: b"e".to_vec(),
+                lease: leading,
+                value: b"v1".to_vec(),
+            })
+            .await
+            .expect("campaign before the alarm")
+            .into_inner()
+            .leader;
+
+        let maintenance = MaintenanceClient::new(channel(&url));
+        alarm(&maintenance, Activate, target, pb::AlarmType::Nospace).await;
+        assert_no_space(
+            lock.lock(lpb::LockRequest {
+                name: b"l2".to_vec(),
+                lease: other,
+            })
+            .await,
+        );
+        assert_no_space(
+            election
+                .campaign(epb::CampaignRequest {
+                    name: b"e2".to_vec(),
+                    lease: other,
+                    value: b"v".to_vec(),
+                })
+                .await,
+        );
+        assert_no_space(
+            election
+                .proclaim(epb::ProclaimRequest {
+                    leader: leader.clone(),
+                    value: b"v2".to_vec(),
+                })
+                .await,
+        );
+        // Nothing was written by the refused calls.
+        let mut kv = KvClient::new(channel(&url));
+        let queued = kv
+            .range(pb::RangeRequest {
+                key: b"l2/".to_vec(),
+                range_end: b"l20".to_vec(),
+                ..Default::default()
+            })
+            .await
+            .expect("range")
+            .into_inner();
+        assert_eq!(queued.count, 0, "{queued:?}");
+        election
+            .resign(epb::ResignRequest { leader })
+            .await
+            .expect("resign (a delete) is served");
+        lock.unlock(lpb::UnlockRequest { key: lock_key })
+            .await
+            .expect("unlock (a delete) is served");
+
+        alarm(&maintenance, Deactivate, target, pb::AlarmType::Nospace).await;
+        lock.lock(lpb::LockRequest {
+            name: b"l2".to_vec(),
+            lease: other,
+        })
+        .await
+        .expect("lock after disarming");
+    });
+}

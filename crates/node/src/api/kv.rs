@@ -18,7 +18,7 @@ fn unexpected(what: &str) -> Status {
 
 /// Whether a Txn may allocate space: a put in either branch, at any depth
 /// (etcd 3.4 looks at the top level only; a nested put allocates too).
-fn txn_puts(txn: &TxnRequest) -> bool {
+pub(crate) fn txn_puts(txn: &TxnRequest) -> bool {
     txn.success.iter().chain(&txn.failure).any(|op| match op {
         RequestOp::Put(_) => true,
         RequestOp::Txn(inner) => txn_puts(inner),

@@ -91,7 +91,15 @@ fn top_by_create(prefix: &[u8], order: SortOrder, max_create_revision: i64) -> R
 }
 
 /// Runs a Txn through Raft: the response and the revision after it.
+///
+/// A Txn that puts (enqueue, Proclaim) is refused while a NOSPACE alarm is
+/// active, as KV.Txn refuses it (etcd's v3lock and v3election write
+/// through the quota-checked KV); deletes (Unlock, Resign, withdrawing a
+/// waiter) still go through, so a full cluster can release its locks.
 pub async fn txn(api: &Api, request: TxnRequest) -> Result<(TxnResponse, i64), Status> {
+    if super::kv::txn_puts(&request) {
+        api.refuse_if_out_of_space()?;
+    }
     let output = api
         .shared
         .propose(Command::Txn(request))
