@@ -1111,3 +1111,29 @@ fn propose_error(e: ProposeError) -> ServerError {
 pub fn event_channel() -> broadcast::Sender<Arc<Vec<Event>>> {
     broadcast::channel(EVENT_CHANNEL_BATCHES).0
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Removed ids travel with the member table in both snapshot forms
+    /// (members.rs invariant 3), so a member restored from a snapshot still
+    /// refuses them.
+    #[test]
+    fn removed_ids_survive_snapshots() {
+        let mut members = Members {
+            applied_index: 7,
+            ..Members::default()
+        };
+        members.removed.insert(42);
+        let reference = encode_snapshot_reference(&members);
+        let (decoded, stream) = decode_snapshot(&reference).unwrap();
+        assert!(stream.is_none());
+        assert_eq!(decoded, members);
+        let mut full = encode_members(SNAPSHOT_FORMAT_FULL, &members, 0);
+        full.extend_from_slice(b"store");
+        let (decoded, stream) = decode_snapshot(&full).unwrap();
+        assert_eq!(decoded.removed, members.removed);
+        assert_eq!(stream, Some(&b"store"[..]));
+    }
+}
