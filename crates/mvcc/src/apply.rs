@@ -124,6 +124,14 @@ pub(crate) struct Outcome {
     pub revision: i64,
     /// Compacted revision after the batch.
     pub compacted: i64,
+    /// The batch's records, in revision order, for the pending log
+    /// (`pending.rs`); empty unless asked for.
+    pub written: Vec<(RevKey, Box<[u8]>)>,
+    /// Bytes of `written`.
+    pub written_bytes: usize,
+    /// The batch changed `leases` or `lease_keys`, which readers read only
+    /// from committed state: the store commits such a batch at once.
+    pub leases_changed: bool,
 }
 
 /// The open tables of a batch and the state that advances through it.
@@ -143,6 +151,11 @@ pub(crate) struct Applier<'t, 'i> {
     pub compacted: i64,
     /// Scratch buffer for encoding records, reused to avoid an allocation per write.
     buf: Vec<u8>,
+    /// Keep a copy of every record written (for the pending log).
+    keep_written: bool,
+    written: Vec<(RevKey, Box<[u8]>)>,
+    written_bytes: usize,
+    leases_changed: bool,
 }
 
 impl<'t, 'i> Applier<'t, 'i> {
@@ -152,6 +165,7 @@ impl<'t, 'i> Applier<'t, 'i> {
         base: &'i Keys,
         revision: i64,
         compacted: i64,
+        keep_written: bool,
     ) -> Result<Self, MvccError> {
         Ok(Applier {
             revs: txn.open_table(REVS)?,
@@ -163,6 +177,10 @@ impl<'t, 'i> Applier<'t, 'i> {
             revision,
             compacted,
             buf: Vec::new(),
+            keep_written,
+            written: Vec::new(),
+            written_bytes: 0,
+            leases_changed: false,
         })
     }
 
@@ -185,6 +203,9 @@ impl<'t, 'i> Applier<'t, 'i> {
             compact_cuts: self.compact_cuts,
             revision: self.revision,
             compacted: self.compacted,
+            written: self.written,
+            written_bytes: self.written_bytes,
+            leases_changed: self.leases_changed,
         }
     }
 
@@ -241,6 +262,7 @@ impl<'t, 'i> Applier<'t, 'i> {
                     return Err(Fail::Request(MvccError::LeaseExists));
                 }
                 self.leases.insert(req.id, (req.ttl, 0))?;
+                self.leases_changed = true;
                 Response::LeaseGrant(LeaseGrantResponse {
                     revision: self.revision,
                     id: req.id,
@@ -251,6 +273,7 @@ impl<'t, 'i> Applier<'t, 'i> {
                 if !self.lease_exists(req.id)? {
                     return Err(Fail::Request(MvccError::LeaseNotFound));
                 }
+                self.leases_changed = true;
                 self.revoke(&mut w, req.id).map_err(in_mutation)?;
                 Response::LeaseRevoke(LeaseRevokeResponse {
                     revision: w.read_revision(),
@@ -262,6 +285,7 @@ impl<'t, 'i> Applier<'t, 'i> {
                     let granted = self.leases.get(cp.id)?.map(|v| v.value().0);
                     if let Some(granted) = granted {
                         self.leases.insert(cp.id, (granted, cp.remaining_ttl))?;
+                        self.leases_changed = true;
                     }
                 }
                 Response::LeaseCheckpoint(LeaseCheckpointResponse {
@@ -313,8 +337,12 @@ impl<'t, 'i> Applier<'t, 'i> {
     /// Stores a record at the next sub-revision of `w` and indexes it.
     fn write_record(&mut self, w: &mut Writes, record: &Record<'_>) -> Result<(), MvccError> {
         record.encode_into(&mut self.buf);
-        self.revs
-            .insert((record.mod_main, record.mod_sub), self.buf.as_slice())?;
+        let at = (record.mod_main, record.mod_sub);
+        self.revs.insert(at, self.buf.as_slice())?;
+        if self.keep_written {
+            self.written_bytes += self.buf.len();
+            self.written.push((at, self.buf.as_slice().into()));
+        }
         index::push(
             &mut self.overlay,
             record.key,
@@ -358,6 +386,7 @@ impl<'t, 'i> Applier<'t, 'i> {
         self.write_record(w, &record)?;
         let old = prev.as_ref().map_or(0, |p| p.lease);
         if old != lease {
+            self.leases_changed = true;
             if old != 0 {
                 self.lease_keys.remove((old, key))?;
             }
@@ -389,6 +418,7 @@ impl<'t, 'i> Applier<'t, 'i> {
         };
         self.write_record(w, &record)?;
         if prev.lease != 0 {
+            self.leases_changed = true;
             self.lease_keys.remove((prev.lease, key))?;
         }
         let kv = KeyValue {

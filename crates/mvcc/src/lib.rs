@@ -38,6 +38,7 @@ mod command;
 mod error;
 mod index;
 mod migrate;
+mod pending;
 mod read;
 mod schema;
 mod snapshot;

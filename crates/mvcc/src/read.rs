@@ -19,6 +19,7 @@ use redb::ReadableTable;
 
 use crate::error::MvccError;
 use crate::index::{IndexView, KeyRange, Rev};
+use crate::pending::Pending;
 use crate::schema::{Record, RevKey};
 use crate::types::{
     Compare, CompareResult, CompareTarget, KeyValue, RangeRequest, RangeResponse, SortOrder,
@@ -51,22 +52,7 @@ pub(crate) fn fetch<'g>(
     guard: &'g Option<redb::AccessGuard<'_, &'static [u8]>>,
     rev: Rev,
 ) -> Result<Record<'g>, MvccError> {
-    match guard {
-        Some(bytes) => {
-            let record = Record::decode(rev.main, rev.sub, bytes.value())?;
-            if record.tombstone != rev.tombstone {
-                return Err(MvccError::Corrupt(format!(
-                    "record {}.{} disagrees with the key index",
-                    rev.main, rev.sub
-                )));
-            }
-            Ok(record)
-        }
-        None => Err(MvccError::Corrupt(format!(
-            "revision {}.{} is indexed but not stored",
-            rev.main, rev.sub
-        ))),
-    }
+    decode_at(guard.as_ref().map(|g| g.value()), rev)
 }
 
 /// Calls `f` with the decoded record at `rev`.
@@ -77,6 +63,87 @@ pub(crate) fn with_record<T>(
 ) -> Result<T, MvccError> {
     let guard = table.get(rev.at())?;
     f(fetch(&guard, rev)?)
+}
+
+/// Decodes the record at `rev` from its stored bytes (`None`: the table
+/// lacks it, which is corruption).
+fn decode_at(bytes: Option<&[u8]>, rev: Rev) -> Result<Record<'_>, MvccError> {
+    let Some(bytes) = bytes else {
+        return Err(MvccError::Corrupt(format!(
+            "revision {}.{} is indexed but not stored",
+            rev.main, rev.sub
+        )));
+    };
+    let record = Record::decode(rev.main, rev.sub, bytes)?;
+    if record.tombstone != rev.tombstone {
+        return Err(MvccError::Corrupt(format!(
+            "record {}.{} disagrees with the key index",
+            rev.main, rev.sub
+        )));
+    }
+    Ok(record)
+}
+
+/// The callback of [`ReaderRecords::scan`]: `(revision, bytes) -> go on?`.
+pub(crate) type RecordVisitor<'f> = dyn FnMut(RevKey, &[u8]) -> Result<bool, MvccError> + 'f;
+
+/// A reader's records: the versions no commit holds yet (`pending.rs`),
+/// then its redb read transaction's `revs` table.
+pub(crate) struct ReaderRecords<'a, T> {
+    /// A copy of the published pending log, taken under the read lock.
+    pub pending: &'a Pending,
+    /// `revs` of a read transaction begun under the same lock.
+    pub table: &'a T,
+}
+
+impl<T: ReadableTable<RevKey, &'static [u8]>> ReaderRecords<'_, T> {
+    /// Calls `f` with the decoded record at `rev` (pending invariant 2:
+    /// a record not pending is in the table).
+    pub fn with_record<R>(
+        &self,
+        rev: Rev,
+        f: impl FnOnce(Record<'_>) -> Result<R, MvccError>,
+    ) -> Result<R, MvccError> {
+        match self.pending.get(rev.at()) {
+            Some(bytes) => f(decode_at(Some(bytes), rev)?),
+            None => with_record(self.table, rev, f),
+        }
+    }
+
+    /// Calls `f(revision, bytes)` for every record at or below `upto` from
+    /// `from` on, ascending, until it returns false: the table's records,
+    /// then the pending ones it does not hold yet (a pending record at or
+    /// below the table's last is in the table, pending invariant 2).
+    pub fn scan(
+        &self,
+        from: RevKey,
+        upto: RevKey,
+        f: &mut RecordVisitor<'_>,
+    ) -> Result<(), MvccError> {
+        let mut last: Option<RevKey> = None;
+        for entry in self.table.range::<RevKey>(from..=upto)? {
+            let (at, bytes) = entry?;
+            let at = at.value();
+            last = Some(at);
+            if !f(at, bytes.value())? {
+                return Ok(());
+            }
+        }
+        let after = match last {
+            Some(at) => at,
+            // Nothing stored in range: every pending record from `from` on.
+            None => match from {
+                (main, 0) => (main.saturating_sub(1), u32::MAX),
+                (main, sub) => (main, sub - 1),
+            },
+        };
+        for (at, bytes) in self.pending.range(after, upto) {
+            if !f(at, bytes)? {
+                break;
+            }
+        }
+        Ok(())
+    }
 }
 
 /// What a Range returns, decided on the index alone.
@@ -90,6 +157,9 @@ pub(crate) struct RangePlan<'q> {
     targets: Vec<Rev>,
     order: SortOrder,
     with_value: bool,
+    /// Targets already read from the pending log, by position
+    /// ([`RangePlan::prefetch`]).
+    fetched: Vec<Option<KeyValue>>,
 }
 
 /// etcd 3.4's `applierV3backend.Range` (etcdserver/apply.go), first half:
@@ -147,25 +217,44 @@ pub(crate) fn plan_range<'q>(
         targets,
         order,
         with_value,
+        fetched: Vec::new(),
     })
 }
 
 impl RangePlan<'_> {
-    /// Second half: fetches the planned versions from `records` (a view of
-    /// the store that retains every version the plan names) and applies
-    /// etcd's filters, sort and limit.
+    /// Reads the planned versions the pending log holds (a reader does
+    /// this under the read lock, so that it needs no copy of the log; the
+    /// rest comes from its read transaction in [`RangePlan::finish`]).
+    pub fn prefetch(&mut self, pending: &Pending) -> Result<(), MvccError> {
+        if pending.is_empty() {
+            return Ok(());
+        }
+        let mut fetched = Vec::with_capacity(self.targets.len());
+        for rev in &self.targets {
+            fetched.push(match pending.get(rev.at()) {
+                Some(bytes) => Some(decode_at(Some(bytes), *rev)?.to_kv(self.with_value)),
+                None => None,
+            });
+        }
+        self.fetched = fetched;
+        Ok(())
+    }
+
+    /// Second half: fetches the planned versions not prefetched from
+    /// `records` (a view of the store that retains every version the plan
+    /// names) and applies etcd's filters, sort and limit.
     pub fn finish(
         self,
         records: &impl ReadableTable<RevKey, &'static [u8]>,
     ) -> Result<RangeResponse, MvccError> {
         let req = self.req;
         let mut kvs = Vec::with_capacity(self.targets.len());
+        let mut fetched = self.fetched.into_iter();
         for rev in &self.targets {
-            kvs.push(with_record(
-                records,
-                *rev,
-                |r| Ok(r.to_kv(self.with_value)),
-            )?);
+            kvs.push(match fetched.next().flatten() {
+                Some(kv) => kv,
+                None => with_record(records, *rev, |r| Ok(r.to_kv(self.with_value)))?,
+            });
         }
 
         // The filters prune kvs but not `count`, exactly as etcd 3.4 does.

@@ -28,6 +28,8 @@ use redb::{ReadTransaction, ReadableTable, WriteTransaction};
 
 use crate::error::MvccError;
 use crate::index::{self, Keys, Rev};
+use crate::pending::Pending;
+use crate::read::ReaderRecords;
 use crate::schema::{
     Record, ALL_TABLE_NAMES, LEASES, LEASE_KEYS, META, META_APPLIED_INDEX, META_COMPACT_REVISION,
     META_REVISION, META_SCHEMA, REVS, SCHEMA_VERSION,
@@ -111,11 +113,23 @@ fn truncated(e: std::io::Error) -> MvccError {
     }
 }
 
+/// Writes the state `txn` and `pending` hold together: the published one
+/// (`(revision, compacted, applied index)`), or the transaction's own if
+/// it is newer (it began between a commit and its publication). Leases
+/// come from `txn` in both cases: a batch that changes them is committed
+/// before it is published (store invariant 8).
 pub(crate) fn write_snapshot(
     txn: &ReadTransaction,
+    pending: &Pending,
+    published: (i64, i64, u64),
     writer: impl Write,
 ) -> Result<SnapshotMeta, MvccError> {
-    let (revision, compacted, applied_index) = read_meta(&txn.open_table(META)?)?;
+    let stored = read_meta(&txn.open_table(META)?)?;
+    let (revision, compacted, applied_index) = if stored.2 >= published.2 {
+        stored
+    } else {
+        published
+    };
     let mut w = CrcWriter {
         inner: BufWriter::new(writer),
         crc: 0,
@@ -125,16 +139,19 @@ pub(crate) fn write_snapshot(
     w.put(&applied_index.to_le_bytes())?;
     w.put(&revision.to_le_bytes())?;
     w.put(&compacted.to_le_bytes())?;
-    for entry in txn.open_table(REVS)?.iter()? {
-        let (at, v) = entry?;
-        let (main, sub) = at.value();
-        let record = v.value();
+    let revs = txn.open_table(REVS)?;
+    let records = ReaderRecords {
+        pending,
+        table: &revs,
+    };
+    records.scan((0, 0), (revision, u32::MAX), &mut |(main, sub), record| {
         w.put(&[TAG_VERSION])?;
         w.put(&main.to_le_bytes())?;
         w.put(&sub.to_le_bytes())?;
         w.put(&(record.len() as u32).to_le_bytes())?;
         w.put(record)?;
-    }
+        Ok(true)
+    })?;
     for entry in txn.open_table(LEASES)?.iter()? {
         let (id, v) = entry?;
         let (granted, remaining) = v.value();

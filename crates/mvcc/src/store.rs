@@ -4,7 +4,8 @@
 //!
 //! ```text
 //!   redb file: meta, revs (versions by revision), leases, lease_keys
-//!   memory:    State { db, keys: key -> revisions, revision, compacted, applied_index }
+//!   memory:    State { db, keys: key -> revisions, revision, compacted, applied_index,
+//!                      pending: versions applied but not committed yet }
 //!              behind one RwLock shared by the Store and every StoreReader
 //! ```
 //!
@@ -13,10 +14,12 @@
 //!    data it covers (DESIGN rule 2), so after any crash the file holds
 //!    exactly the effect of the commands up to its `applied_index`. The key
 //!    index is derived data, rebuilt from `revs` at open.
-//! 2. Publication order: an apply batch commits its redb transaction first
-//!    and only then, under the write lock, merges its index entries and
-//!    moves the published `revision`, `compacted` and `applied_index`. So
-//!    the published index never names a revision that is not committed.
+//! 2. Publication order: an apply batch either commits its redb
+//!    transaction or hands its records to the pending log, and only then,
+//!    under the write lock, merges its index entries and moves the
+//!    published `revision`, `compacted` and `applied_index`. So the
+//!    published index never names a revision that is neither committed nor
+//!    pending (`pending.rs` invariant 2 says when pending records go).
 //! 3. Readers begin their redb read transaction while holding the read
 //!    lock, so that transaction is at or after the published state. The
 //!    versions it holds beyond the published revision are ignored (readers
@@ -40,6 +43,12 @@
 //!    (`events_since`) compares `epoch` to know that the index still
 //!    describes its transaction. An apply batch holds the read lock while
 //!    it applies and the write lock only to publish.
+//! 8. Deferred commits: at most one write transaction is open, held by the
+//!    Store across batches; every write transaction begins by taking it
+//!    (redb allows one writer). A batch that changes `leases` or
+//!    `lease_keys`, or compacts, is committed before it is published, so
+//!    readers of those tables (and compaction checks) read committed state
+//!    only, and the pending log never holds a compacted version.
 
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, RwLock, RwLockReadGuard, RwLockWriteGuard};
@@ -51,7 +60,8 @@ use crate::apply::{Applier, Fail};
 use crate::command::{Command, CommandOutput, Response};
 use crate::error::MvccError;
 use crate::index::{self, KeyRange, Keys, Rev};
-use crate::read::{plan_range, with_record};
+use crate::pending::Pending;
+use crate::read::{plan_range, ReaderRecords};
 use crate::schema::{
     Record, LEASES, LEASE_KEYS, META, META_APPLIED_INDEX, META_COMPACT_REVISION, META_REVISION,
     META_SCHEMA, NEVER_COMPACTED, REVS, SCHEMA_VERSION,
@@ -82,15 +92,33 @@ const PUBLICATION_WAIT: Duration = Duration::from_secs(5);
 /// How long [`Store::defragment`] waits for in-flight reads to finish.
 const DEFRAGMENT_READS_WAIT: Duration = Duration::from_secs(5);
 
+/// etcd's backend commits at most this many operations per batch
+/// transaction (`defaultBatchLimit`); so does a deferred store.
+pub const MAX_PENDING_COMMANDS_DEFAULT: u64 = 10_000;
+
+/// Bytes of records a deferred store holds twice (in its open transaction
+/// and in the pending log readers see) before it commits: bounds memory
+/// when values are large (a batch of 10,000 1.5 MiB puts would be 15 GB).
+pub const MAX_PENDING_BYTES_DEFAULT: usize = 16 << 20;
+
+/// Apply batches a deferred store lets pend before it commits: a reader
+/// looks a record up among them by binary search, and the runtime's timer
+/// commits long before this under light load.
+pub const MAX_PENDING_BATCHES_DEFAULT: usize = 4096;
+
 /// How `apply_batch` commits.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum CommitDurability {
-    /// Every batch is fsynced before `apply_batch` returns.
+    /// Every batch is committed and fsynced before `apply_batch` returns.
     Immediate,
-    /// Batches are committed without fsync (redb `Durability::None`); one in
-    /// every `durable_commit_every_commands` commands, and every `flush`,
-    /// is fsynced. Safe because the Raft WAL is the durability point: what a
-    /// crash loses is replayed from it.
+    /// Batches are applied into one redb write transaction that stays open
+    /// across batches (readers see them through the pending log, see
+    /// `pending.rs`) and is committed, without fsync (redb
+    /// `Durability::None`), when [`Store::commit_pending`] is called, when a
+    /// batch changes leases or compacts, or when a `max_pending_*` limit is
+    /// reached. One commit in every `durable_commit_every_commands`
+    /// commands, and every `flush`, is fsynced. Safe because the Raft WAL is
+    /// the durability point: what a crash loses is replayed from it.
     Deferred,
 }
 
@@ -105,6 +133,15 @@ pub struct StoreOptions {
     /// redb page cache size in bytes; `None` keeps redb's default (1 GiB).
     /// Defaults to [`CACHE_SIZE_BYTES_DEFAULT`].
     pub cache_size_bytes: Option<usize>,
+    /// With [`CommitDurability::Deferred`]: commit once this many commands
+    /// are uncommitted ([`MAX_PENDING_COMMANDS_DEFAULT`]).
+    pub max_pending_commands: u64,
+    /// ... or once their records take this many bytes
+    /// ([`MAX_PENDING_BYTES_DEFAULT`]).
+    pub max_pending_bytes: usize,
+    /// ... or once this many batches are uncommitted
+    /// ([`MAX_PENDING_BATCHES_DEFAULT`]).
+    pub max_pending_batches: usize,
 }
 
 impl Default for StoreOptions {
@@ -113,6 +150,9 @@ impl Default for StoreOptions {
             commit_durability: CommitDurability::Deferred,
             durable_commit_every_commands: DURABLE_COMMIT_EVERY_COMMANDS_DEFAULT,
             cache_size_bytes: Some(CACHE_SIZE_BYTES_DEFAULT),
+            max_pending_commands: MAX_PENDING_COMMANDS_DEFAULT,
+            max_pending_bytes: MAX_PENDING_BYTES_DEFAULT,
+            max_pending_batches: MAX_PENDING_BATCHES_DEFAULT,
         }
     }
 }
@@ -131,6 +171,8 @@ pub(crate) struct State {
     /// tell whether the index it comes back to still describes its redb
     /// transaction.
     epoch: u64,
+    /// Published records no commit holds yet (`pending.rs`).
+    pending: Pending,
 }
 
 struct Shared {
@@ -184,6 +226,29 @@ pub struct Store {
     applied_index: u64,
     durable_applied_index: u64,
     applied_since_durable: u64,
+    /// The write transaction deferred batches apply into (module
+    /// invariant 8).
+    open: Option<redb::WriteTransaction>,
+    /// Commands, record bytes and batches in `open`.
+    pending_commands: u64,
+    pending_bytes: usize,
+    pending_batches: usize,
+    /// Set when a write failed half-way: the store refuses to go on.
+    failed: Option<String>,
+}
+
+impl Drop for Store {
+    fn drop(&mut self) {
+        // Before the database: redb's `Database::drop` begins a write
+        // transaction of its own and would wait for this one forever.
+        // Committed (not durably) as a batch committed at once would have
+        // been, unless a write failed half-way in it.
+        if let Some(txn) = self.open.take() {
+            if self.failed.is_none() {
+                let _ = txn.commit();
+            }
+        }
+    }
 }
 
 impl std::fmt::Debug for Store {
@@ -198,14 +263,17 @@ impl std::fmt::Debug for Store {
     }
 }
 
-/// Reads the key index from `revs`.
-fn load_index(txn: &ReadTransaction, revision: i64) -> Result<Keys, MvccError> {
+/// Builds the key index of every version of `txn`'s `revs` and of
+/// `pending`.
+fn load_index(txn: &ReadTransaction, pending: &Pending, revision: i64) -> Result<Keys, MvccError> {
     let revs = txn.open_table(REVS)?;
+    let records = ReaderRecords {
+        pending,
+        table: &revs,
+    };
     let mut keys = Keys::new();
-    for entry in revs.iter()? {
-        let (at, bytes) = entry?;
-        let (main, sub) = at.value();
-        let record = Record::decode(main, sub, bytes.value())?;
+    records.scan((0, 0), (i64::MAX, u32::MAX), &mut |(main, sub), bytes| {
+        let record = Record::decode(main, sub, bytes)?;
         if main > revision {
             return Err(MvccError::Corrupt(format!(
                 "version {main}.{sub} above the store revision {revision}"
@@ -220,7 +288,8 @@ fn load_index(txn: &ReadTransaction, revision: i64) -> Result<Keys, MvccError> {
                 tombstone: record.tombstone,
             },
         );
-    }
+        Ok(true)
+    })?;
     Ok(keys)
 }
 
@@ -267,7 +336,7 @@ impl Store {
         // Durable: creation, and an upgrade from schema 1, must not be
         // undone by a crash after the first batches.
         txn.commit()?;
-        let keys = load_index(&db.begin_read()?, revision)?;
+        let keys = load_index(&db.begin_read()?, &Pending::default(), revision)?;
         let state = State {
             db,
             keys,
@@ -275,6 +344,7 @@ impl Store {
             compacted,
             applied_index: applied,
             epoch: 0,
+            pending: Pending::default(),
         };
         Ok(Store {
             shared: Arc::new(Shared {
@@ -287,6 +357,11 @@ impl Store {
             applied_index: applied,
             durable_applied_index: applied,
             applied_since_durable: 0,
+            open: None,
+            pending_commands: 0,
+            pending_bytes: 0,
+            pending_batches: 0,
+            failed: None,
         })
     }
 
@@ -301,35 +376,36 @@ impl Store {
     /// records the new applied index. See the contract on [`Store`].
     ///
     /// The inner results are one per command, in order. The outer error
-    /// means the batch was not applied at all.
+    /// means the batch was not applied at all and the store cannot go on
+    /// (contract 4): readers keep the state published before it, and every
+    /// later write fails.
     #[allow(clippy::type_complexity)]
     pub fn apply_batch(
         &mut self,
         commands: &[(u64, Command)],
     ) -> Result<Vec<Result<CommandOutput, MvccError>>, MvccError> {
+        if let Some(why) = &self.failed {
+            return Err(MvccError::Invariant(format!(
+                "the store stopped after an earlier failure: {why}"
+            )));
+        }
         let fresh = commands
             .iter()
             .filter(|(i, _)| *i > self.applied_index)
             .count() as u64;
-        let durable = match self.options.commit_durability {
-            CommitDurability::Immediate => true,
-            CommitDurability::Deferred => {
-                self.applied_since_durable + fresh >= self.options.durable_commit_every_commands
-            }
-        };
+        let deferred = self.options.commit_durability == CommitDurability::Deferred;
         let mut outputs = Vec::with_capacity(commands.len());
         let mut applied = self.applied_index;
         // Only this writer changes the published state, so reading it
         // under the read lock while readers go on is safe.
         let state = self.shared.read();
-        let mut txn = state.db.begin_write()?;
-        txn.set_durability(if durable {
-            Durability::Immediate
-        } else {
-            Durability::None
-        });
+        let txn = match self.open.take() {
+            Some(txn) => txn,
+            None => state.db.begin_write()?,
+        };
         let outcome = (|| {
-            let mut applier = Applier::new(&txn, &state.keys, self.revision, self.compacted)?;
+            let mut applier =
+                Applier::new(&txn, &state.keys, self.revision, self.compacted, deferred)?;
             for (index, command) in commands {
                 if *index <= applied {
                     outputs.push(Ok(CommandOutput {
@@ -361,17 +437,37 @@ impl Store {
         let outcome = match outcome {
             Ok(outcome) => outcome,
             Err(e) => {
-                // Best effort: dropping the transaction aborts it too.
+                // The open transaction holds this batch's partial writes
+                // and cannot be rolled back to before them: give it up (what
+                // it held is not durable; the WAL replays it after a
+                // restart) and refuse to go on.
+                self.failed = Some(e.to_string());
                 let _ = txn.abort();
                 return Err(e);
             }
         };
-        if applied == self.applied_index && !durable {
-            // Everything was a replay: nothing to commit.
-            let _ = txn.abort();
+        if applied == self.applied_index {
+            // Everything was a replay: nothing changed.
+            self.open = Some(txn);
             return Ok(outputs);
         }
-        txn.commit()?;
+        self.pending_commands += fresh;
+        self.pending_bytes += outcome.written_bytes;
+        self.pending_batches += 1;
+        let commit_now = !deferred
+            || outcome.leases_changed
+            || outcome.compacted != self.compacted
+            || self.pending_commands >= self.options.max_pending_commands
+            || self.pending_bytes >= self.options.max_pending_bytes
+            || self.pending_batches >= self.options.max_pending_batches
+            || self.applied_since_durable + self.pending_commands
+                >= self.options.durable_commit_every_commands;
+        let mut durable = false;
+        if commit_now {
+            durable = self.commit(txn)?;
+        } else {
+            self.open = Some(txn);
+        }
         // Publish (module invariant 2).
         {
             let mut state = self.shared.write();
@@ -391,17 +487,67 @@ impl Store {
             state.revision = outcome.revision;
             state.compacted = outcome.compacted;
             state.applied_index = applied;
+            if commit_now {
+                state.pending.clear();
+            } else {
+                state.pending.push(outcome.written);
+            }
         }
         self.revision = outcome.revision;
         self.compacted = outcome.compacted;
         self.applied_index = applied;
         if durable {
             self.durable_applied_index = applied;
-            self.applied_since_durable = 0;
-        } else {
-            self.applied_since_durable += fresh;
         }
         Ok(outputs)
+    }
+
+    /// Commits `txn`, which holds everything applied so far; durable if
+    /// due (see [`StoreOptions::durable_commit_every_commands`]). Resets
+    /// the pending counters; the caller clears the pending log under the
+    /// write lock (pending invariant 2). Returns whether it was durable.
+    fn commit(&mut self, mut txn: redb::WriteTransaction) -> Result<bool, MvccError> {
+        let durable = self.options.commit_durability == CommitDurability::Immediate
+            || self.applied_since_durable + self.pending_commands
+                >= self.options.durable_commit_every_commands;
+        txn.set_durability(if durable {
+            Durability::Immediate
+        } else {
+            Durability::None
+        });
+        if let Err(e) = txn.commit() {
+            self.failed = Some(e.to_string());
+            return Err(e.into());
+        }
+        if durable {
+            self.applied_since_durable = 0;
+        } else {
+            self.applied_since_durable += self.pending_commands;
+        }
+        self.pending_commands = 0;
+        self.pending_bytes = 0;
+        self.pending_batches = 0;
+        Ok(durable)
+    }
+
+    /// Commits the open write transaction, if any (not necessarily durably):
+    /// what the runtime calls on a timer, like etcd's 100 ms batch
+    /// interval, so that the pending log stays small while writes trickle.
+    pub fn commit_pending(&mut self) -> Result<(), MvccError> {
+        let Some(txn) = self.open.take() else {
+            return Ok(());
+        };
+        let durable = self.commit(txn)?;
+        self.shared.write().pending.clear();
+        if durable {
+            self.durable_applied_index = self.applied_index;
+        }
+        Ok(())
+    }
+
+    /// True if applied batches wait in an open transaction for a commit.
+    pub fn has_uncommitted(&self) -> bool {
+        self.open.is_some()
     }
 
     /// Changes how later batches commit (e.g. `Immediate` while the WAL is
@@ -413,14 +559,27 @@ impl Store {
     /// Makes everything applied so far durable (one fsync'd empty commit,
     /// which persists all earlier non-durable commits).
     pub fn flush(&mut self) -> Result<(), MvccError> {
-        if self.durable_applied_index == self.applied_index && self.applied_since_durable == 0 {
+        if self.durable_applied_index == self.applied_index
+            && self.applied_since_durable == 0
+            && self.open.is_none()
+        {
             return Ok(());
         }
-        let mut txn = self.shared.read().db.begin_write()?;
+        let mut txn = match self.open.take() {
+            Some(txn) => txn,
+            None => self.shared.read().db.begin_write()?,
+        };
         txn.set_durability(Durability::Immediate);
-        txn.commit()?;
+        if let Err(e) = txn.commit() {
+            self.failed = Some(e.to_string());
+            return Err(e.into());
+        }
+        self.shared.write().pending.clear();
         self.durable_applied_index = self.applied_index;
         self.applied_since_durable = 0;
+        self.pending_commands = 0;
+        self.pending_bytes = 0;
+        self.pending_batches = 0;
         Ok(())
     }
 
@@ -461,6 +620,9 @@ impl Store {
         &mut self,
         reader: impl std::io::Read,
     ) -> Result<crate::SnapshotMeta, MvccError> {
+        // One writer at a time: what is open commits first, so that a
+        // refused stream leaves the store as it was.
+        self.commit_pending()?;
         let mut txn = self.shared.read().db.begin_write()?;
         txn.set_durability(Durability::Immediate);
         let (meta, keys) = match crate::snapshot::restore_into(&txn, reader) {
@@ -478,6 +640,7 @@ impl Store {
             state.compacted = meta.compact_revision;
             state.applied_index = meta.applied_index;
             state.epoch += 1;
+            state.pending.clear();
         }
         self.revision = meta.revision;
         self.compacted = meta.compact_revision;
@@ -499,14 +662,11 @@ impl Store {
     /// applied so far durable (redb counts undurable commits as live
     /// reads).
     pub fn defragment(&mut self) -> Result<(), MvccError> {
-        let mut state = self.shared.write();
         // redb counts every non-durable commit since the last durable one
-        // as a live read: a durable commit first.
-        let mut txn = state.db.begin_write()?;
-        txn.set_durability(Durability::Immediate);
-        txn.commit()?;
-        self.durable_applied_index = self.applied_index;
-        self.applied_since_durable = 0;
+        // as a live read: a durable commit first (of the open transaction
+        // too, which compaction could not run beside).
+        self.flush()?;
+        let mut state = self.shared.write();
         let deadline = Instant::now() + DEFRAGMENT_READS_WAIT;
         loop {
             match state.db.compact() {
@@ -597,7 +757,8 @@ impl StoreReader {
     /// etcd's KV.Range, at the latest committed state.
     pub fn range(&self, req: &RangeRequest) -> Result<RangeResponse, MvccError> {
         let (state, txn) = self.consistent()?;
-        let plan = plan_range(&state.keys, req, state.revision, state.compacted)?;
+        let mut plan = plan_range(&state.keys, req, state.revision, state.compacted)?;
+        plan.prefetch(&state.pending)?;
         drop(state);
         plan.finish(&txn.open_table(REVS)?)
     }
@@ -675,6 +836,7 @@ impl StoreReader {
             }
             _ => Vec::new(),
         };
+        let pending = state.pending.clone();
         drop(state);
 
         let mut batch = EventBatch {
@@ -684,6 +846,10 @@ impl StoreReader {
             compact_revision: compacted,
         };
         let revs = txn.open_table(REVS)?;
+        let records = ReaderRecords {
+            pending: &pending,
+            table: &revs,
+        };
         let limit = if limit == 0 { usize::MAX } else { limit };
         let mut ats: Vec<(i64, u32)> = Vec::new();
         // Returns false once the batch is full at a revision boundary.
@@ -717,8 +883,7 @@ impl StoreReader {
             KeyRange::Empty => {}
             KeyRange::Single(_) => {
                 for rev in &single {
-                    let guard = revs.get(rev.at())?;
-                    if !push(crate::read::fetch(&guard, *rev)?, &mut batch) {
+                    if !records.with_record(*rev, |record| Ok(push(record, &mut batch)))? {
                         break;
                     }
                 }
@@ -727,14 +892,11 @@ impl StoreReader {
             // A span: the versions in revision order, up to the published
             // revision.
             KeyRange::Span { .. } => {
-                for entry in revs.range::<(i64, u32)>((start_revision, 0)..=(revision, u32::MAX))? {
-                    let (at, bytes) = entry?;
-                    let (main, sub) = at.value();
-                    let record = Record::decode(main, sub, bytes.value())?;
-                    if range.contains(record.key) && !push(record, &mut batch) {
-                        break;
-                    }
-                }
+                let (from, upto) = ((start_revision, 0), (revision, u32::MAX));
+                records.scan(from, upto, &mut |(main, sub), bytes| {
+                    let record = Record::decode(main, sub, bytes)?;
+                    Ok(!range.contains(record.key) || push(record, &mut batch))
+                })?;
             }
         }
 
@@ -763,7 +925,7 @@ impl StoreReader {
         };
         for (event, prev) in batch.events.iter_mut().zip(prevs) {
             if let Some(p) = prev {
-                event.prev_kv = Some(with_record(&revs, p, |r| Ok(r.to_kv(true)))?);
+                event.prev_kv = Some(records.with_record(p, |r| Ok(r.to_kv(true)))?);
             }
         }
         Ok(Some(batch))
@@ -804,19 +966,23 @@ impl StoreReader {
                 }
             }
         }
+        let pending = state.pending.clone();
         drop(state);
         skip.sort_unstable();
         let revs = txn.open_table(REVS)?;
+        let records = ReaderRecords {
+            pending: &pending,
+            table: &revs,
+        };
         // etcd starts its hash with the bucket name.
         let mut hash = crc32c::crc32c(b"key");
-        for entry in revs.range::<(i64, u32)>(..=(rev, u32::MAX))? {
-            let (at, bytes) = entry?;
-            let (main, sub) = at.value();
+        records.scan((0, 0), (rev, u32::MAX), &mut |(main, sub), bytes| {
             if main <= compacted && skip.binary_search(&(main, sub)).is_ok() {
-                continue;
+                return Ok(true);
             }
-            hash = Record::decode(main, sub, bytes.value())?.hash_into(hash);
-        }
+            hash = Record::decode(main, sub, bytes)?.hash_into(hash);
+            Ok(true)
+        })?;
         Ok(HashKv {
             hash,
             compact_revision: compacted,
@@ -874,21 +1040,38 @@ impl StoreReader {
     /// and offline corruption checks. Returns [`MvccError::Corrupt`] naming
     /// the first violation. Holds the read lock throughout.
     pub fn verify(&self) -> Result<(), MvccError> {
+        // Not between a commit and its publication (the file ahead of the
+        // index); the file may be behind it by what is pending.
         let (state, txn) = loop {
             let (state, txn) = self.consistent()?;
             let meta = read_meta(&txn.open_table(META)?)?;
-            if meta == (state.revision, state.compacted, state.applied_index) {
+            if meta == (state.revision, state.compacted, state.applied_index)
+                || (meta.2 < state.applied_index && meta.1 == state.compacted)
+            {
                 break (state, txn);
             }
             drop(state);
             std::thread::yield_now();
         };
         let bad = |what: String| Err(MvccError::Corrupt(what));
-        let stored = load_index(&txn, state.revision)?;
+        let stored_revision = read_meta(&txn.open_table(META)?)?.0;
+        if state
+            .pending
+            .range((0, 0), (stored_revision, u32::MAX))
+            .next()
+            .is_some()
+        {
+            return bad("a pending version is at or below the committed revision".into());
+        }
+        let stored = load_index(&txn, &state.pending, state.revision)?;
         if stored != state.keys {
             return bad("the key index disagrees with the stored versions".into());
         }
         let revs = txn.open_table(REVS)?;
+        let records = ReaderRecords {
+            pending: &state.pending,
+            table: &revs,
+        };
         let leases = txn.open_table(LEASES)?;
         let lease_keys = txn.open_table(LEASE_KEYS)?;
         let mut leased = 0u64;
@@ -904,7 +1087,7 @@ impl StoreReader {
             if newest.tombstone {
                 continue;
             }
-            let lease = with_record(&revs, newest, |r| Ok(r.lease))?;
+            let lease = records.with_record(newest, |r| Ok(r.lease))?;
             if lease != 0 {
                 leased += 1;
                 if lease_keys.get((lease, &key[..]))?.is_none() || leases.get(lease)?.is_none() {
@@ -927,7 +1110,10 @@ impl StoreReader {
         &self,
         writer: impl std::io::Write,
     ) -> Result<crate::SnapshotMeta, MvccError> {
-        let txn = self.read_txn()?;
-        crate::snapshot::write_snapshot(&txn, writer)
+        let (state, txn) = self.consistent()?;
+        let published = (state.revision, state.compacted, state.applied_index);
+        let pending = state.pending.clone();
+        drop(state);
+        crate::snapshot::write_snapshot(&txn, &pending, published, writer)
     }
 }

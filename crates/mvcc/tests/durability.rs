@@ -154,6 +154,7 @@ fn immediate_durability_and_automatic_durable_commits() {
         commit_durability: CommitDurability::Deferred,
         durable_commit_every_commands: 3,
         cache_size_bytes: Some(1 << 20),
+        ..Default::default()
     });
     h.put("a", "1");
     h.put("a", "2");

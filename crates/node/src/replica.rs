@@ -7,7 +7,8 @@
 //!  peer transport ------> inbox         ready -> send messages
 //!                                       append + fsync (group commit)
 //!                                       send after-persist messages
-//!                                       apply committed (one store txn)
+//!                                       apply committed (into the store's open txn,
+//!                                         committed every tick)
 //!                                       answer proposals and reads ]
 //! ```
 //!
@@ -461,6 +462,11 @@ impl Replica {
                 }
                 self.expire_deadlines(now);
                 self.maybe_publish_attributes();
+                // etcd's backend batch interval: applied batches wait in
+                // the store's open transaction at most about a tick.
+                if let Err(e) = self.store.commit_pending() {
+                    break Err(e.into());
+                }
                 if self.transport.removed_from_cluster() || self.stop_at.is_some_and(|at| now >= at)
                 {
                     tracing::error!("{}", crate::members::REMOVED_MESSAGE);
