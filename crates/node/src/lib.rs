@@ -24,4 +24,5 @@ pub mod restore;
 pub mod sha256;
 pub mod snapshotter;
 pub mod transport;
+pub mod wal_writer;
 pub mod watch_hub;

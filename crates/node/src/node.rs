@@ -552,7 +552,7 @@ pub fn start(config: NodeConfig) -> Result<RunningNode, StartError> {
                 .max(Duration::from_secs(1)),
             ..LessorConfig::default()
         },
-    });
+    })?;
     let replica_thread = std::thread::Builder::new()
         .name("concord-raft".into())
         .spawn(move || replica.run())?;

@@ -5,8 +5,9 @@
 //! ```text
 //!  API tasks --Request--> inbox --> [ loop: step/propose/read/tick
 //!  peer transport ------> inbox         ready -> send messages
-//!                                       append + fsync (group commit)
-//!                                       send after-persist messages
+//!  WAL writer -Persisted-> inbox              -> WAL writer: append + fsync
+//!                                                (group commit), then send
+//!                                                after-persist messages
 //!                                       apply committed (into the store's open txn,
 //!                                         committed every tick)
 //!                                       answer proposals and reads ]
@@ -37,11 +38,12 @@ use crate::lessor::{LeaseError, Lessor, LessorConfig, TimeToLive};
 use crate::members::{ConfChangeContext, Member, Members};
 use crate::snapshotter::{self, SnapshotEvent};
 use crate::transport::{Inbound, Transport};
+use crate::wal_writer::{PersistJob, WalWriter};
 use bytes::Bytes;
 use concord_mvcc::{Command, CommandOutput, Event, MvccError, Store, StoreReader};
 use concord_raft::{
-    ConfChange, ConfChangeKind, Entry, EntryKind, LogIndex, NodeId, ProposeError, Raft, Ready,
-    Snapshot,
+    ConfChange, ConfChangeKind, Entry, EntryKind, LogIndex, NodeId, PersistMarker, ProposeError,
+    Raft, Ready, Snapshot,
 };
 use concord_storage::RaftStorage;
 use std::collections::{BTreeMap, HashMap, VecDeque};
@@ -155,6 +157,10 @@ pub enum Request {
     },
     /// A background snapshot thread finished a step.
     Snapshot(SnapshotEvent),
+    /// The WAL writer made these `Ready`s durable, in this order.
+    Persisted(Vec<PersistMarker>),
+    /// The WAL writer failed (it stopped; the member must too).
+    WalFailed(concord_storage::StorageError),
     /// Stop the loop.
     Shutdown,
 }
@@ -311,7 +317,8 @@ pub struct ReplicaParts {
 /// The loop's state.
 pub struct Replica {
     raft: Raft,
-    storage: RaftStorage,
+    /// The durable log, written on its own thread (`wal_writer.rs`).
+    wal: WalWriter,
     store: Store,
     members: Members,
     members_path: PathBuf,
@@ -395,8 +402,8 @@ pub enum ReplicaError {
 }
 
 impl Replica {
-    /// Builds the loop from its parts.
-    pub fn new(parts: ReplicaParts) -> Replica {
+    /// Builds the loop from its parts and starts its WAL writer thread.
+    pub fn new(parts: ReplicaParts) -> std::io::Result<Replica> {
         let last_snapshot_index = parts.raft.log().snapshot_meta().index;
         // Sequence numbers start from the clock so a restarted member never
         // reuses one still referenced by an unapplied entry of its past life.
@@ -404,9 +411,14 @@ impl Replica {
             .duration_since(std::time::UNIX_EPOCH)
             .map(|d| d.as_nanos() as u64)
             .unwrap_or(1);
-        Replica {
+        let wal = WalWriter::start(
+            parts.storage,
+            Arc::clone(&parts.transport),
+            parts.shared.inbox.clone(),
+        )?;
+        Ok(Replica {
             raft: parts.raft,
-            storage: parts.storage,
+            wal,
             store: parts.store,
             members: parts.members,
             members_path: parts.members_path,
@@ -428,7 +440,7 @@ impl Replica {
             attributes_published: false,
             lessor: Lessor::new(parts.lessor),
             stop_at: None,
-        }
+        })
     }
 
     /// Runs until shutdown or a fatal error.
@@ -478,7 +490,9 @@ impl Replica {
             }
         };
         self.shared.stopped.store(true, Ordering::Release);
-        let _ = self.storage.sync_commit();
+        if let Ok(mut storage) = self.wal.drain() {
+            let _ = storage.sync_commit();
+        }
         let _ = self.store.flush();
         result
     }
@@ -488,6 +502,12 @@ impl Replica {
         match request {
             Request::Shutdown => return Ok(true),
             Request::Snapshot(event) => self.on_snapshot_event(event),
+            Request::Persisted(markers) => {
+                for marker in markers {
+                    self.raft.on_persisted(marker);
+                }
+            }
+            Request::WalFailed(e) => return Err(e.into()),
             Request::Propose { command, reply } => {
                 let sequence = self.next_sequence();
                 let envelope = Envelope {
@@ -740,30 +760,55 @@ impl Replica {
         //    followers write in parallel with our own fsync.
         self.transport.send(ready.messages);
 
-        // 2. Durability: snapshot, entries, hard state, one fsync.
+        // 2 and 3. Durability (snapshot, entries, hard state, one fsync),
+        //    then what promised it. A snapshot is installed here, after
+        //    every earlier write, because the store is replaced with it
+        //    before anything later applies; everything else goes to the WAL
+        //    writer, which sends the after-persist messages and reports
+        //    back (`Request::Persisted`) while this loop goes on applying.
         if let Some(snapshot) = &ready.snapshot {
             self.install_snapshot(snapshot)?;
-        }
-        if !ready.entries.is_empty() {
-            self.storage.append(&ready.entries)?;
-        }
-        if let Some(hs) = &ready.hard_state {
-            self.storage.set_hard_state(hs)?;
-        }
-        if needs_persist {
-            self.storage.sync()?;
-        }
-
-        // 3. What promised durability may now go out.
-        self.transport.send(ready.messages_after_persist);
-        self.raft.on_persisted(ready.persist_marker);
-        if ready.snapshot.is_some() {
+            {
+                let mut storage = self.wal.drain().map_err(ReplicaError::Snapshot)?;
+                if !ready.entries.is_empty() {
+                    storage.append(&ready.entries)?;
+                }
+                if let Some(hs) = &ready.hard_state {
+                    storage.set_hard_state(hs)?;
+                }
+                storage.sync()?;
+            }
+            self.transport.send(ready.messages_after_persist);
+            self.raft.on_persisted(ready.persist_marker);
             // Durable in its file now; loaded back if we lead one day and a
             // follower needs it.
             self.raft.release_snapshot_data();
+        } else if needs_persist || !ready.messages_after_persist.is_empty() {
+            self.wal.submit(PersistJob {
+                entries: ready.entries,
+                hard_state: ready.hard_state,
+                messages_after_persist: ready.messages_after_persist,
+                marker: ready.persist_marker,
+            });
+        } else if self.wal.idle() {
+            // Nothing to write and nothing before it in flight.
+            self.raft.on_persisted(ready.persist_marker);
+        } else {
+            // Nothing to write, but ordered after what is in flight.
+            self.wal.submit(PersistJob {
+                entries: Vec::new(),
+                hard_state: None,
+                messages_after_persist: Vec::new(),
+                marker: ready.persist_marker,
+            });
         }
         if let Some(index) = ready.load_snapshot {
-            match self.storage.snapshot_path(index) {
+            let path = self
+                .wal
+                .drain()
+                .map_err(ReplicaError::Snapshot)?
+                .snapshot_path(index);
+            match path {
                 Some(path) => snapshotter::spawn_load(
                     index,
                     path,
@@ -1003,7 +1048,10 @@ impl Replica {
     }
 
     fn install_snapshot(&mut self, snapshot: &Snapshot) -> Result<(), ReplicaError> {
-        self.storage.save_snapshot(snapshot)?;
+        self.wal
+            .drain()
+            .map_err(ReplicaError::Snapshot)?
+            .save_snapshot(snapshot)?;
         let (members, store_stream) =
             decode_snapshot(&snapshot.data).map_err(ReplicaError::Snapshot)?;
         let Some(store_stream) = store_stream else {
@@ -1062,10 +1110,11 @@ impl Replica {
             // Not compactable, or a snapshot from the leader is newer.
             _ => return Ok(()),
         };
-        self.storage.save_snapshot(&Snapshot { meta, data })?;
+        let mut storage = self.wal.drain().map_err(ReplicaError::Snapshot)?;
+        storage.save_snapshot(&Snapshot { meta, data })?;
         self.raft.release_snapshot_data();
         let keep_from = LogIndex(self.store.durable_applied_index().min(applied.0));
-        self.storage.compact(keep_from)?;
+        storage.compact(keep_from)?;
         self.last_snapshot_index = applied;
         Ok(())
     }
