@@ -972,9 +972,10 @@ impl Replica {
             }
         }
         let mut events: Vec<Event> = Vec::new();
-        for (result, owner) in results.into_iter().zip(owners) {
-            if let Ok(output) = &result {
-                events.extend(output.events.iter().cloned());
+        for (mut result, owner) in results.into_iter().zip(owners) {
+            // Moved, not copied: a client's answer never carries events.
+            if let Ok(output) = &mut result {
+                events.append(&mut output.events);
             }
             let Some(sequence) = owner else { continue };
             if let Some(Waiter::Command(reply)) = self.waiters.remove(&sequence) {
