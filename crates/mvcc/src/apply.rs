@@ -31,6 +31,8 @@
 //!    index entries until publication; the batch's later reads are at
 //!    revisions `>=` the compacted one, which never need them (index
 //!    invariant 3).
+//! 5. Every write to `leases` or `lease_keys` sets `leases_changed`, so the
+//!    store commits that batch before publishing it (store invariant 8).
 
 use std::collections::BTreeMap;
 use std::ops::Bound;

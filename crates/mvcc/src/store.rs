@@ -206,8 +206,10 @@ impl Shared {
 /// 3. [`Store::applied_index`] is what the store holds (what readers see);
 ///    [`Store::durable_applied_index`] is what survives a crash. Only WAL
 ///    entries `<= durable_applied_index()` may be compacted away. Call
-///    [`Store::flush`] to make them equal (e.g. before a WAL compaction, or
-///    on a timer, like etcd's 100 ms batch interval).
+///    [`Store::flush`] to make them equal (e.g. before a WAL compaction).
+///    With deferred commits, call [`Store::commit_pending`] on a timer (etcd's
+///    100 ms batch interval) so that applied batches do not wait long in the
+///    open transaction.
 /// 4. A per-command `Err` is the client's answer (etcd's message); the
 ///    command still consumed its index. An outer `Err` from `apply_batch`
 ///    means nothing of the batch was applied and the store cannot go on
@@ -781,6 +783,26 @@ impl StoreReader {
     /// Size of the database file in bytes.
     pub fn db_size_bytes(&self) -> Result<u64, MvccError> {
         Ok(std::fs::metadata(self.shared.path.as_path())?.len())
+    }
+
+    /// Bytes the database file takes on disk: its allocated blocks, at
+    /// most its length. redb grows its file by doubling and leaves the new
+    /// part unwritten (a sparse file), so right after a growth the length
+    /// is up to twice what is stored: measured 2.16 GB of length for 1.05 GB
+    /// on disk with one million keys. The space quota (etcd's
+    /// `--quota-backend-bytes`) is about the latter; bbolt, whose file
+    /// grows by at most 1 GiB at a time, shows no such gap.
+    pub fn db_size_on_disk_bytes(&self) -> Result<u64, MvccError> {
+        let metadata = std::fs::metadata(self.shared.path.as_path())?;
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::MetadataExt;
+            Ok(metadata.blocks().saturating_mul(512).min(metadata.len()))
+        }
+        #[cfg(not(unix))]
+        {
+            Ok(metadata.len())
+        }
     }
 
     /// The stored history of `[key, range_end)` (etcd's range rules) from

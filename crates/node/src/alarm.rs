@@ -243,7 +243,8 @@ pub async fn watch_quota(shared: Arc<Shared>, quota_bytes: u64) {
         if shared.leader().is_none() {
             continue;
         }
-        let Ok(size) = shared.reader.db_size_bytes() else {
+        // On disk, not the file's length (see `db_size_on_disk_bytes`).
+        let Ok(size) = shared.reader.db_size_on_disk_bytes() else {
             continue;
         };
         if size <= quota_bytes || shared.members.read().expect("lock").alarms.contains(&mine) {

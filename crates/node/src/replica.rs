@@ -31,6 +31,9 @@
 //! 6. The leader promotes a learner only once its match index is within
 //!    [`PROMOTE_READY_PERCENT`] of the leader's own (etcd's rule), so a
 //!    promotion never leaves the quorum waiting on a member far behind.
+//! 7. Reads received in one loop turn share one read index, requested
+//!    after all of them arrived: each read started before the request, so
+//!    the index the leader confirms afterwards is as fresh as each needs.
 
 use crate::envelope::{Envelope, Payload};
 use crate::inbox::{InboxReceiver, InboxSender};
@@ -280,6 +283,8 @@ impl Shared {
     }
 }
 
+type ReadReply = oneshot::Sender<Result<(), ServerError>>;
+
 enum Waiter {
     Command(oneshot::Sender<Result<CommandOutput, ServerError>>),
     Attributes,
@@ -332,7 +337,9 @@ pub struct Replica {
     waiters: HashMap<u64, Waiter>,
     waiter_deadlines: VecDeque<(Instant, u64)>,
     next_read_context: u64,
-    reads_in_flight: HashMap<u64, oneshot::Sender<Result<(), ServerError>>>,
+    /// Reads received this turn; they share one read index (invariant 7).
+    reads_this_turn: Vec<ReadReply>,
+    reads_in_flight: HashMap<u64, Vec<ReadReply>>,
     read_deadlines: VecDeque<(Instant, u64)>,
     reads_waiting_apply: BTreeMap<LogIndex, Vec<oneshot::Sender<Result<(), ServerError>>>>,
     last_snapshot_index: LogIndex,
@@ -432,6 +439,7 @@ impl Replica {
             waiters: HashMap::new(),
             waiter_deadlines: VecDeque::new(),
             next_read_context: 1,
+            reads_this_turn: Vec::new(),
             reads_in_flight: HashMap::new(),
             read_deadlines: VecDeque::new(),
             reads_waiting_apply: BTreeMap::new(),
@@ -457,6 +465,7 @@ impl Replica {
                     Err(e) => break 'turns Err(e),
                 }
             }
+            self.request_read_index();
             let now = Instant::now();
             if now >= next_tick {
                 self.raft.tick();
@@ -529,20 +538,7 @@ impl Replica {
             Request::Defragment { reply } => {
                 let _ = reply.send(self.store.defragment().map_err(ServerError::from));
             }
-            Request::Read { reply } => {
-                let context = self.next_read_context;
-                self.next_read_context += 1;
-                match self.raft.read_index(context) {
-                    Ok(()) => {
-                        self.reads_in_flight.insert(context, reply);
-                        self.read_deadlines
-                            .push_back((Instant::now() + self.shared.request_timeout, context));
-                    }
-                    Err(_) => {
-                        let _ = reply.send(Err(ServerError::NoLeader));
-                    }
-                }
-            }
+            Request::Read { reply } => self.reads_this_turn.push(reply),
             Request::Peer(Inbound::Raft(messages)) => {
                 for m in messages {
                     // Invariant 5 (the transport refuses them first).
@@ -583,6 +579,30 @@ impl Replica {
             }
         }
         Ok(false)
+    }
+
+    /// Asks the core for one read index for every read received this turn
+    /// (invariant 7): a follower sends one ReadIndex message to the leader,
+    /// not one per read.
+    fn request_read_index(&mut self) {
+        if self.reads_this_turn.is_empty() {
+            return;
+        }
+        let replies = std::mem::take(&mut self.reads_this_turn);
+        let context = self.next_read_context;
+        self.next_read_context += 1;
+        match self.raft.read_index(context) {
+            Ok(()) => {
+                self.reads_in_flight.insert(context, replies);
+                self.read_deadlines
+                    .push_back((Instant::now() + self.shared.request_timeout, context));
+            }
+            Err(_) => {
+                for reply in replies {
+                    let _ = reply.send(Err(ServerError::NoLeader));
+                }
+            }
+        }
     }
 
     /// The leader's checks of a membership change before proposing it: a
@@ -739,7 +759,7 @@ impl Replica {
                 break;
             }
             self.read_deadlines.pop_front();
-            if let Some(reply) = self.reads_in_flight.remove(&context) {
+            for reply in self.reads_in_flight.remove(&context).into_iter().flatten() {
                 let _ = reply.send(Err(ServerError::Timeout));
             }
         }
@@ -840,20 +860,24 @@ impl Replica {
 
         // 5. Reads.
         for read in ready.read_states {
-            let Some(reply) = self.reads_in_flight.remove(&read.context) else {
+            let Some(replies) = self.reads_in_flight.remove(&read.context) else {
                 continue;
             };
             match read.index {
                 Some(index) if index.0 <= self.store.applied_index() => {
-                    let _ = reply.send(Ok(()));
+                    for reply in replies {
+                        let _ = reply.send(Ok(()));
+                    }
                 }
                 Some(index) => self
                     .reads_waiting_apply
                     .entry(index)
                     .or_default()
-                    .push(reply),
+                    .extend(replies),
                 None => {
-                    let _ = reply.send(Err(ServerError::LeaderChanged));
+                    for reply in replies {
+                        let _ = reply.send(Err(ServerError::LeaderChanged));
+                    }
                 }
             }
         }

@@ -76,10 +76,16 @@ impl Maintenance for Api {
         _request: Request<pb::StatusRequest>,
     ) -> Result<Response<pb::StatusResponse>, Status> {
         let reader = self.shared.reader.clone();
-        let db_size = tokio::task::spawn_blocking(move || reader.db_size_bytes())
-            .await
-            .map_err(|_| Status::internal("concord: status task failed"))?
-            .map_err(|e| mvcc_status(&e))? as i64;
+        let (db_size, db_size_in_use) = tokio::task::spawn_blocking(move || {
+            Ok::<_, concord_mvcc::MvccError>((
+                reader.db_size_bytes()?,
+                reader.db_size_on_disk_bytes()?,
+            ))
+        })
+        .await
+        .map_err(|_| Status::internal("concord: status task failed"))?
+        .map_err(|e| mvcc_status(&e))?;
+        let (db_size, db_size_in_use) = (db_size as i64, db_size_in_use as i64);
         let leader = self.shared.leader.load(Ordering::Acquire);
         // etcd's Status errors: "no leader", then every active alarm.
         let mut errors = Vec::new();
@@ -105,7 +111,7 @@ impl Maintenance for Api {
             raft_term: self.shared.term.load(Ordering::Acquire),
             raft_applied_index: self.shared.applied_index.load(Ordering::Acquire),
             errors,
-            db_size_in_use: db_size,
+            db_size_in_use,
             is_learner: self.shared.is_learner.load(Ordering::Acquire),
         }))
     }
