@@ -17,18 +17,9 @@ fn command() -> impl Strategy<Value = Command> {
             .prop_map(|(k, v)| Command::Put(put_req(k, v))),
         1 => (key.clone(), prop::sample::select(vec![7i64, 8]))
             .prop_map(|(k, lease)| Command::Put(PutRequest { lease, ..put_req(k, "leased") })),
-        2 => (key.clone(), prop::sample::select(vec!["", "\0"])).prop_map(|(k, e)| {
-            Command::DeleteRange(DeleteRangeRequest {
-                key: k.into(),
-                range_end: e.into(),
-                prev_kv: true,
-            })
-        }),
-        1 => (key, 0i64..3).prop_map(|(k, v)| Command::Txn(TxnRequest {
-            compare: vec![cmp(k, CompareResult::Equal, CompareTarget::Version(v))],
-            success: vec![RequestOp::Put(put_req("t", k)), RequestOp::Range(range_req("a", "\0"))],
-            failure: vec![],
-        })),
+        2 => (key.clone(), prop::sample::select(vec!["", "\0"]))
+            .prop_map(|(k, e)| Command::DeleteRange(del_req(k, e))),
+        1 => (key, 0i64..3).prop_map(|(k, v)| Command::Txn(version_txn(k, v, Vec::new()))),
         1 => prop::sample::select(vec![7i64, 8])
             .prop_map(|id| Command::LeaseGrant(LeaseGrantRequest { id, ttl: 60 })),
         1 => prop::sample::select(vec![7i64, 8])

@@ -489,21 +489,14 @@ mod batching {
         prop_oneof![
             5 => (key.clone(), prop::sample::select(vec!["x", "y", ""]))
                 .prop_map(|(k, v)| Command::Put(put_req(k, v))),
-            2 => (key.clone(), prop::sample::select(vec!["", "\0", "c"])).prop_map(|(k, e)| {
-                Command::DeleteRange(DeleteRangeRequest {
-                    key: k.into(),
-                    range_end: e.into(),
-                    prev_kv: true,
-                })
-            }),
-            1 => (key, 0i64..3).prop_map(|(k, v)| Command::Txn(TxnRequest {
-                compare: vec![cmp(k, CompareResult::Equal, CompareTarget::Version(v))],
-                success: vec![RequestOp::Put(put_req("t", k)), RequestOp::Range(range_req("a", "\0"))],
-                failure: vec![RequestOp::DeleteRange(DeleteRangeRequest {
+            2 => (key.clone(), prop::sample::select(vec!["", "\0", "c"]))
+                .prop_map(|(k, e)| Command::DeleteRange(del_req(k, e))),
+            1 => (key, 0i64..3).prop_map(|(k, v)| Command::Txn(version_txn(k, v, vec![
+                RequestOp::DeleteRange(DeleteRangeRequest {
                     key: k.into(),
                     ..Default::default()
-                })],
-            })),
+                }),
+            ]))),
             // A revision picked relative to the current one at apply time.
             1 => (0i64..4).prop_map(|back| Command::Compact(CompactionRequest {
                 revision: -back,

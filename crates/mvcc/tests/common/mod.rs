@@ -110,3 +110,29 @@ pub fn cmp(key: &str, result: CompareResult, target: CompareTarget) -> Compare {
         target,
     }
 }
+
+/// A DeleteRange of `[key, range_end)` that returns what it deleted.
+pub fn del_req(key: &str, range_end: &str) -> DeleteRangeRequest {
+    DeleteRangeRequest {
+        key: key.into(),
+        range_end: range_end.into(),
+        prev_kv: true,
+    }
+}
+
+/// A Txn for the batching properties: if `key` is at `version`, put `t`
+/// and read everything from `a`; otherwise run `failure`.
+pub fn version_txn(key: &str, version: i64, failure: Vec<RequestOp>) -> TxnRequest {
+    TxnRequest {
+        compare: vec![cmp(
+            key,
+            CompareResult::Equal,
+            CompareTarget::Version(version),
+        )],
+        success: vec![
+            RequestOp::Put(put_req("t", key)),
+            RequestOp::Range(range_req("a", "\0")),
+        ],
+        failure,
+    }
+}
