@@ -50,8 +50,9 @@ pub use command::{Command, CommandOutput, Response, COMMAND_FORMAT_V1, TXN_NESTI
 pub use error::{DecodeError, MvccError};
 pub use snapshot::SnapshotMeta;
 pub use store::{
-    CommitDurability, Store, StoreOptions, StoreReader, CACHE_SIZE_BYTES_DEFAULT,
-    DURABLE_COMMIT_EVERY_COMMANDS_DEFAULT,
+    CommitDurability, Mistakes, Store, StoreOptions, StoreReader, CACHE_SIZE_BYTES_DEFAULT,
+    DURABLE_COMMIT_EVERY_COMMANDS_DEFAULT, MAX_PENDING_BATCHES_DEFAULT, MAX_PENDING_BYTES_DEFAULT,
+    MAX_PENDING_COMMANDS_DEFAULT,
 };
 pub use types::{
     CompactionRequest, CompactionResponse, Compare, CompareResult, CompareTarget,

@@ -142,6 +142,22 @@ pub struct StoreOptions {
     /// ... or once this many batches are uncommitted
     /// ([`MAX_PENDING_BATCHES_DEFAULT`]).
     pub max_pending_batches: usize,
+    /// Deliberate bugs, for tests that show the checks catch each missing
+    /// safety mechanism; only with the test-only feature `mistakes`.
+    #[cfg(feature = "mistakes")]
+    pub mistakes: Mistakes,
+}
+
+/// Safety mechanisms of deferred commits a test can switch off (feature
+/// `mistakes`; without it every switch is off and cannot be turned on).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Mistakes {
+    /// Publish a deferred batch's index entries without its records in the
+    /// pending log (readers then find neither, store invariant 2).
+    pub publish_without_pending: bool,
+    /// Leave a batch that changed leases in the open transaction (lease
+    /// readers then read stale committed tables, store invariant 8).
+    pub defer_lease_batches: bool,
 }
 
 impl Default for StoreOptions {
@@ -153,6 +169,8 @@ impl Default for StoreOptions {
             max_pending_commands: MAX_PENDING_COMMANDS_DEFAULT,
             max_pending_bytes: MAX_PENDING_BYTES_DEFAULT,
             max_pending_batches: MAX_PENDING_BATCHES_DEFAULT,
+            #[cfg(feature = "mistakes")]
+            mistakes: Mistakes::default(),
         }
     }
 }
@@ -456,8 +474,9 @@ impl Store {
         self.pending_commands += fresh;
         self.pending_bytes += outcome.written_bytes;
         self.pending_batches += 1;
+        let mistakes = self.mistakes();
         let commit_now = !deferred
-            || outcome.leases_changed
+            || (outcome.leases_changed && !mistakes.defer_lease_batches)
             || outcome.compacted != self.compacted
             || self.pending_commands >= self.options.max_pending_commands
             || self.pending_bytes >= self.options.max_pending_bytes
@@ -491,7 +510,7 @@ impl Store {
             state.applied_index = applied;
             if commit_now {
                 state.pending.clear();
-            } else {
+            } else if !mistakes.publish_without_pending {
                 state.pending.push(outcome.written);
             }
         }
@@ -502,6 +521,16 @@ impl Store {
             self.durable_applied_index = applied;
         }
         Ok(outputs)
+    }
+
+    #[cfg(feature = "mistakes")]
+    fn mistakes(&self) -> Mistakes {
+        self.options.mistakes
+    }
+
+    #[cfg(not(feature = "mistakes"))]
+    fn mistakes(&self) -> Mistakes {
+        Mistakes::default()
     }
 
     /// Commits `txn`, which holds everything applied so far; durable if
