@@ -255,6 +255,30 @@ pub struct Store {
     pending_batches: usize,
     /// Set when a write failed half-way: the store refuses to go on.
     failed: Option<String>,
+    /// Wakes the writeback thread after a non-durable commit (see
+    /// [`spawn_writeback`]); `None` if it could not start.
+    writeback: Option<std::sync::mpsc::SyncSender<()>>,
+}
+
+/// Starts a thread that `fdatasync`s the database file after each
+/// non-durable commit, so the pages those commits leave dirty are written
+/// back beside the replica loop rather than all at once inside the next
+/// durable commit's fsync (measured: 12-14 ms on the loop for 10,000
+/// commands' worth). Safe at any time: the kernel may write dirty pages back
+/// whenever it likes, so an extra sync only picks one of the crash states
+/// that were already possible. Stops when the store is dropped.
+fn spawn_writeback(path: &Path) -> Option<std::sync::mpsc::SyncSender<()>> {
+    let file = std::fs::File::open(path).ok()?;
+    let (tx, rx) = std::sync::mpsc::sync_channel::<()>(1);
+    std::thread::Builder::new()
+        .name("concord-mvcc-writeback".into())
+        .spawn(move || {
+            while rx.recv().is_ok() {
+                let _ = file.sync_data();
+            }
+        })
+        .ok()?;
+    Some(tx)
 }
 
 impl Drop for Store {
@@ -366,6 +390,9 @@ impl Store {
             epoch: 0,
             pending: Pending::default(),
         };
+        let writeback = (options.commit_durability == CommitDurability::Deferred)
+            .then(|| spawn_writeback(&path))
+            .flatten();
         Ok(Store {
             shared: Arc::new(Shared {
                 state: RwLock::new(state),
@@ -382,6 +409,7 @@ impl Store {
             pending_bytes: 0,
             pending_batches: 0,
             failed: None,
+            writeback,
         })
     }
 
@@ -572,6 +600,9 @@ impl Store {
         self.shared.write().pending.clear();
         if durable {
             self.durable_applied_index = self.applied_index;
+        } else if let Some(writeback) = &self.writeback {
+            // Full: a writeback is already due, which covers this commit too.
+            let _ = writeback.try_send(());
         }
         Ok(())
     }
