@@ -12,112 +12,16 @@ use concord_etcd_proto::v3electionpb::election_client::ElectionClient;
 use concord_etcd_proto::v3lockpb as lpb;
 use concord_etcd_proto::v3lockpb::lock_client::LockClient;
 use concord_node::config::NodeConfig;
-use concord_node::node::{start, RunningNode};
+mod support;
+
 use std::future::Future;
 use std::time::{Duration, Instant};
+use support::{run, Cluster, TIMEOUT};
 use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::transport::Channel;
 
-const TIMEOUT: Duration = Duration::from_secs(20);
-
-struct Cluster {
-    nodes: Vec<Option<RunningNode>>,
-    _dirs: Vec<tempfile::TempDir>,
-    urls: Vec<String>,
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
-impl Cluster {
-    fn start(size: usize) -> Cluster {
-        Cluster::start_prepared(size, |_, _| {})
-    }
-
-    /// Starts `size` members; `prepare(config, i)` runs before member `i`
-    /// starts (e.g. to restore its data directory from a snapshot).
-    fn start_prepared(size: usize, prepare: impl Fn(&NodeConfig, usize)) -> Cluster {
-        let peers: Vec<String> = (0..size)
-            .map(|_| format!("http://127.0.0.1:{}", free_port()))
-            .collect();
-        let clients: Vec<String> = (0..size)
-            .map(|_| format!("http://127.0.0.1:{}", free_port()))
-            .collect();
-        let initial: Vec<(String, String)> = peers
-            .iter()
-            .enumerate()
-            .map(|(i, p)| (format!("n{i}"), p.clone()))
-            .collect();
-        let mut nodes = Vec::new();
-        let mut dirs = Vec::new();
-        for i in 0..size {
-            let dir = tempfile::tempdir().unwrap();
-            let mut c = NodeConfig::single_default();
-            c.name = format!("n{i}");
-            c.data_dir = dir.path().to_path_buf();
-            c.listen_client_urls = vec![clients[i].clone()];
-            c.advertise_client_urls = vec![clients[i].clone()];
-            c.listen_peer_urls = vec![peers[i].clone()];
-            c.initial_advertise_peer_urls = vec![peers[i].clone()];
-            c.initial_cluster = initial.clone();
-            c.initial_cluster_token = "coordination-test".into();
-            c.heartbeat_interval_ms = 20;
-            c.election_timeout_ms = 200;
-            prepare(&c, i);
-            nodes.push(Some(start(c).expect("member starts")));
-            dirs.push(dir);
-        }
-        Cluster {
-            nodes,
-            _dirs: dirs,
-            urls: clients,
-        }
-    }
-
-    fn leader(&self) -> usize {
-        let deadline = Instant::now() + TIMEOUT;
-        loop {
-            for (i, node) in self.nodes.iter().enumerate() {
-                if let Some(node) = node {
-                    if node.shared.leader() == Some(node.shared.member_id) {
-                        return i;
-                    }
-                }
-            }
-            assert!(Instant::now() < deadline, "no leader elected");
-            std::thread::sleep(Duration::from_millis(20));
-        }
-    }
-
-    fn stop(&mut self, i: usize) {
-        if let Some(node) = self.nodes[i].take() {
-            node.shutdown().unwrap();
-        }
-    }
-}
-
-impl Drop for Cluster {
-    fn drop(&mut self) {
-        for i in 0..self.nodes.len() {
-            self.stop(i);
-        }
-    }
-}
-
-fn run<F: Future>(f: F) -> F::Output {
-    tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .unwrap()
-        .block_on(f)
-}
+const TOKEN: &str = "coordination-test";
 
 async fn channel(url: &str) -> Channel {
     Channel::from_shared(url.to_string())
@@ -254,7 +158,7 @@ fn prefix(key: &str) -> pb::WatchCreateRequest {
 
 #[test]
 fn watch_history_live_and_compacted_over_grpc() {
-    let cluster = Cluster::start(1);
+    let cluster = Cluster::start(1, TOKEN, |_, _| {});
     let url = cluster.urls[0].clone();
     run(async move {
         let kv = KvClient::new(channel(&url).await);
@@ -305,7 +209,7 @@ fn watch_history_live_and_compacted_over_grpc() {
 
 #[test]
 fn lease_grant_revoke_keepalive_expiry_timetolive_list() {
-    let cluster = Cluster::start(1);
+    let cluster = Cluster::start(1, TOKEN, |_, _| {});
     let url = cluster.urls[0].clone();
     run(async move {
         let kv = KvClient::new(channel(&url).await);
@@ -426,7 +330,7 @@ fn lease_grant_revoke_keepalive_expiry_timetolive_list() {
 
 #[test]
 fn lease_calls_on_followers_are_forwarded_and_survive_a_leader_change() {
-    let mut cluster = Cluster::start(3);
+    let mut cluster = Cluster::start(3, TOKEN, |_, _| {});
     let leader = cluster.leader();
     let follower = (leader + 1) % 3;
     let other = (leader + 2) % 3;
@@ -527,7 +431,7 @@ async fn guarded_put(kv: &KvClient<Channel>, lock_key: &[u8], token: i64, value:
 /// client takes the lock, and the old holder's guarded write is refused.
 #[test]
 fn lock_mutual_exclusion_and_fencing() {
-    let cluster = Cluster::start(1);
+    let cluster = Cluster::start(1, TOKEN, |_, _| {});
     let url = cluster.urls[0].clone();
     run(async move {
         let kv = KvClient::new(channel(&url).await);
@@ -610,7 +514,7 @@ async fn observed(stream: &mut tonic::Streaming<epb::LeaderResponse>) -> Vec<u8>
 
 #[test]
 fn election_campaign_proclaim_observe_leader_resign() {
-    let cluster = Cluster::start(1);
+    let cluster = Cluster::start(1, TOKEN, |_, _| {});
     let url = cluster.urls[0].clone();
     run(async move {
         let lease = LeaseClient::new(channel(&url).await);
@@ -708,7 +612,7 @@ fn election_campaign_proclaim_observe_leader_resign() {
 #[test]
 fn snapshot_saved_from_one_cluster_restores_a_new_one() {
     use concord_etcd_proto::etcdserverpb::maintenance_client::MaintenanceClient;
-    let source = Cluster::start(1);
+    let source = Cluster::start(1, TOKEN, |_, _| {});
     let url = source.urls[0].clone();
     let dir = tempfile::tempdir().unwrap();
     let file = dir.path().join("snap.db");
@@ -759,7 +663,7 @@ fn snapshot_saved_from_one_cluster_restores_a_new_one() {
     config.data_dir = dir.path().join("bad-member");
     assert!(concord_node::restore::restore(&config, &bad).is_err());
 
-    let restored = Cluster::start_prepared(3, |config, _| {
+    let restored = Cluster::start(3, TOKEN, |config, _| {
         let r = concord_node::restore::restore(config, &file).expect("restore");
         assert_eq!(r.revision, revision);
     });
@@ -781,7 +685,7 @@ fn snapshot_saved_from_one_cluster_restores_a_new_one() {
 #[test]
 fn member_update_replaces_peer_urls() {
     use concord_etcd_proto::etcdserverpb::cluster_client::ClusterClient;
-    let cluster = Cluster::start(3);
+    let cluster = Cluster::start(3, TOKEN, |_, _| {});
     // Sent to the leader, which proposes it; a follower would forward it
     // (tests/maintenance.rs covers that path).
     let url = cluster.urls[cluster.leader()].clone();

@@ -9,148 +9,19 @@ use concord_etcd_proto::etcdserverpb::kv_client::KvClient;
 use concord_etcd_proto::etcdserverpb::lease_client::LeaseClient;
 use concord_etcd_proto::etcdserverpb::maintenance_client::MaintenanceClient;
 use concord_node::config::NodeConfig;
+mod support;
+
 use concord_node::node::{start, RunningNode};
 use std::future::Future;
 use std::time::{Duration, Instant};
+use support::{free_port, run, Cluster, TIMEOUT};
 use tonic::transport::Channel;
 
-const TIMEOUT: Duration = Duration::from_secs(20);
+const TOKEN: &str = "maintenance-test";
 
 const LEARNER_NOT_READY: &str =
     "etcdserver: can only promote a learner member which is in sync with leader";
 const REMOVED: &str = "the member has been permanently removed from the cluster";
-
-struct Cluster {
-    nodes: Vec<Option<RunningNode>>,
-    configs: Vec<NodeConfig>,
-    _dirs: Vec<tempfile::TempDir>,
-    urls: Vec<String>,
-}
-
-/// A free loopback port from below the ephemeral range (10000-32767), so
-/// that no client connection of this or another test takes it between the
-/// pick and the member's bind; never the same port twice in this process.
-fn free_port() -> u16 {
-    use std::sync::atomic::{AtomicU64, Ordering};
-    static NEXT: AtomicU64 = AtomicU64::new(0);
-    let seed = u64::from(std::process::id()).wrapping_mul(7919);
-    loop {
-        let n = NEXT.fetch_add(1, Ordering::Relaxed);
-        let port = 10_000 + ((seed + n * 104_729) % 22_000) as u16;
-        if std::net::TcpListener::bind(("127.0.0.1", port)).is_ok() {
-            return port;
-        }
-    }
-}
-
-impl Cluster {
-    /// Starts `size` members; `tweak` adjusts every member's configuration.
-    fn start(size: usize, tweak: impl Fn(&mut NodeConfig)) -> Cluster {
-        let peers: Vec<String> = (0..size)
-            .map(|_| format!("http://127.0.0.1:{}", free_port()))
-            .collect();
-        let clients: Vec<String> = (0..size)
-            .map(|_| format!("http://127.0.0.1:{}", free_port()))
-            .collect();
-        let initial: Vec<(String, String)> = peers
-            .iter()
-            .enumerate()
-            .map(|(i, p)| (format!("n{i}"), p.clone()))
-            .collect();
-        let mut nodes = Vec::new();
-        let mut dirs = Vec::new();
-        let mut configs = Vec::new();
-        for i in 0..size {
-            let dir = tempfile::tempdir().unwrap();
-            let mut c = NodeConfig::single_default();
-            c.name = format!("n{i}");
-            c.data_dir = dir.path().to_path_buf();
-            c.listen_client_urls = vec![clients[i].clone()];
-            c.advertise_client_urls = vec![clients[i].clone()];
-            c.listen_peer_urls = vec![peers[i].clone()];
-            c.initial_advertise_peer_urls = vec![peers[i].clone()];
-            c.initial_cluster = initial.clone();
-            c.initial_cluster_token = "maintenance-test".into();
-            c.heartbeat_interval_ms = 20;
-            c.election_timeout_ms = 200;
-            tweak(&mut c);
-            nodes.push(Some(start(c.clone()).expect("member starts")));
-            configs.push(c);
-            dirs.push(dir);
-        }
-        Cluster {
-            nodes,
-            configs,
-            _dirs: dirs,
-            urls: clients,
-        }
-    }
-
-    fn leader(&self) -> usize {
-        let deadline = Instant::now() + TIMEOUT;
-        loop {
-            for (i, node) in self.nodes.iter().enumerate() {
-                if let Some(node) = node {
-                    if node.shared.leader() == Some(node.shared.member_id) {
-                        return i;
-                    }
-                }
-            }
-            assert!(Instant::now() < deadline, "no leader elected");
-            std::thread::sleep(Duration::from_millis(20));
-        }
-    }
-
-    /// A member that follows a known leader.
-    fn follower(&self) -> usize {
-        let leader = self.leader();
-        let deadline = Instant::now() + TIMEOUT;
-        loop {
-            for (i, node) in self.nodes.iter().enumerate() {
-                if let Some(node) = node {
-                    if i != leader
-                        && node
-                            .shared
-                            .leader()
-                            .is_some_and(|l| l != node.shared.member_id)
-                    {
-                        return i;
-                    }
-                }
-            }
-            assert!(Instant::now() < deadline, "no follower knows the leader");
-            std::thread::sleep(Duration::from_millis(20));
-        }
-    }
-
-    fn stop(&mut self, i: usize) {
-        if let Some(node) = self.nodes[i].take() {
-            node.shutdown().unwrap();
-        }
-    }
-
-    fn restart(&mut self, i: usize) {
-        assert!(self.nodes[i].is_none());
-        self.nodes[i] = Some(start(self.configs[i].clone()).expect("member restarts"));
-    }
-}
-
-impl Drop for Cluster {
-    fn drop(&mut self) {
-        for i in 0..self.nodes.len() {
-            self.stop(i);
-        }
-    }
-}
-
-fn run<F: Future>(f: F) -> F::Output {
-    tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .unwrap()
-        .block_on(f)
-}
 
 fn channel(url: &str) -> Channel {
     Channel::from_shared(url.to_string())
@@ -192,7 +63,7 @@ async fn member_list(client: &ClusterClient<Channel>) -> Vec<pb::Member> {
 /// (The learner never starts, so the leader refuses to promote it.)
 #[test]
 fn membership_changes_sent_to_a_follower_are_forwarded() {
-    let cluster = Cluster::start(3, |_| {});
+    let cluster = Cluster::start(3, TOKEN, |_, _| {});
     let follower = cluster.follower();
     let url = cluster.urls[follower].clone();
     let follower_id = cluster.nodes[follower].as_ref().unwrap().shared.member_id;
@@ -285,7 +156,7 @@ fn membership_changes_sent_to_a_follower_are_forwarded() {
 /// "no leader" once its request timeout passes, instead of hanging.
 #[test]
 fn membership_change_without_a_leader_fails_in_bounded_time() {
-    let mut cluster = Cluster::start(3, |_| {});
+    let mut cluster = Cluster::start(3, TOKEN, |_, _| {});
     let leader = cluster.leader();
     let lonely = (leader + 1) % 3;
     let url = cluster.urls[lonely].clone();
@@ -372,7 +243,7 @@ fn assert_no_space<T: std::fmt::Debug>(result: Result<T, tonic::Status>) {
 /// are served; the alarm survives a restart; disarming lets writes in.
 #[test]
 fn alarms_replicate_gate_writes_and_survive_restart() {
-    let mut cluster = Cluster::start(3, |_| {});
+    let mut cluster = Cluster::start(3, TOKEN, |_, _| {});
     let follower = cluster.follower();
     let urls = cluster.urls.clone();
     let target = cluster.nodes[follower].as_ref().unwrap().shared.member_id;
@@ -492,7 +363,7 @@ fn alarms_replicate_gate_writes_and_survive_restart() {
 #[test]
 fn space_quota_raises_nospace_and_refuses_writes() {
     const QUOTA: u64 = 4 * 1024 * 1024;
-    let cluster = Cluster::start(3, |c| c.quota_backend_bytes = QUOTA);
+    let cluster = Cluster::start(3, TOKEN, |c, _| c.quota_backend_bytes = QUOTA);
     let leader = cluster.leader();
     let url = cluster.urls[leader].clone();
     let urls = cluster.urls.clone();
@@ -638,7 +509,7 @@ impl Cluster {
         c.initial_cluster.retain(|(n, _)| n != name);
         c.initial_cluster.push((name.to_string(), peer));
         c.initial_cluster_state = concord_node::config::ClusterState::Existing;
-        self._dirs.push(dir);
+        self.dirs.push(dir);
         c
     }
 
@@ -732,7 +603,7 @@ async fn promote(url: &str, id: u64) -> Result<Vec<pb::Member>, tonic::Status> {
 /// catches up.
 #[test]
 fn readded_member_gets_a_new_id_and_catches_up() {
-    let mut cluster = Cluster::start(3, |_| {});
+    let mut cluster = Cluster::start(3, TOKEN, |_, _| {});
     let leader = cluster.leader();
     let victim = (leader + 1) % 3;
     let old_id = cluster.nodes[victim].as_ref().unwrap().shared.member_id;
@@ -791,7 +662,7 @@ fn readded_member_gets_a_new_id_and_catches_up() {
 /// way it stops). The others keep serving.
 #[test]
 fn removed_member_restarted_with_old_data_is_refused() {
-    let mut cluster = Cluster::start(3, |_| {});
+    let mut cluster = Cluster::start(3, TOKEN, |_, _| {});
     let leader = cluster.leader();
     let victim = (leader + 1) % 3;
     let old_id = cluster.nodes[victim].as_ref().unwrap().shared.member_id;
@@ -829,7 +700,7 @@ fn removed_member_restarted_with_old_data_is_refused() {
 /// clear error.
 #[test]
 fn promote_waits_for_the_learner_to_catch_up() {
-    let mut cluster = Cluster::start(3, |_| {});
+    let mut cluster = Cluster::start(3, TOKEN, |_, _| {});
     let follower = cluster.follower();
     let url = cluster.urls[follower].clone();
     run(put_keys(&url, "k", 50));
@@ -879,7 +750,7 @@ fn lock_and_election_writes_are_refused_under_nospace() {
     use concord_etcd_proto::v3lockpb as lpb;
     use concord_etcd_proto::v3lockpb::lock_client::LockClient;
     use pb::alarm_request::AlarmAction::{Activate, Deactivate};
-    let cluster = Cluster::start(1, |_| {});
+    let cluster = Cluster::start(1, TOKEN, |_, _| {});
     let url = cluster.urls[cluster.leader()].clone();
     let target = cluster.nodes[0].as_ref().unwrap().shared.member_id;
     run(async {
