@@ -447,6 +447,7 @@ impl Store {
         // Only this writer changes the published state, so reading it
         // under the read lock while readers go on is safe.
         let state = self.shared.read();
+        let was_open = self.open.is_some();
         let txn = match self.open.take() {
             Some(txn) => txn,
             None => state.db.begin_write()?,
@@ -495,8 +496,13 @@ impl Store {
             }
         };
         if applied == self.applied_index {
-            // Everything was a replay: nothing changed.
-            self.open = Some(txn);
+            // Everything was a replay: nothing changed; a transaction begun
+            // for it alone is not kept open.
+            if was_open {
+                self.open = Some(txn);
+            } else {
+                let _ = txn.abort();
+            }
             return Ok(outputs);
         }
         self.pending_commands += fresh;
@@ -513,7 +519,7 @@ impl Store {
                 >= self.options.durable_commit_every_commands;
         let mut durable = false;
         if commit_now {
-            durable = self.commit(txn)?;
+            durable = self.commit(txn, false)?;
         } else {
             self.open = Some(txn);
         }
@@ -562,11 +568,17 @@ impl Store {
     }
 
     /// Commits `txn`, which holds everything applied so far; durable if
-    /// due (see [`StoreOptions::durable_commit_every_commands`]). Resets
+    /// `force_durable` or due (see
+    /// [`StoreOptions::durable_commit_every_commands`]). Resets
     /// the pending counters; the caller clears the pending log under the
     /// write lock (pending invariant 2). Returns whether it was durable.
-    fn commit(&mut self, mut txn: redb::WriteTransaction) -> Result<bool, MvccError> {
-        let durable = self.options.commit_durability == CommitDurability::Immediate
+    fn commit(
+        &mut self,
+        mut txn: redb::WriteTransaction,
+        force_durable: bool,
+    ) -> Result<bool, MvccError> {
+        let durable = force_durable
+            || self.options.commit_durability == CommitDurability::Immediate
             || self.applied_since_durable + self.pending_commands
                 >= self.options.durable_commit_every_commands;
         txn.set_durability(if durable {
@@ -596,7 +608,7 @@ impl Store {
         let Some(txn) = self.open.take() else {
             return Ok(());
         };
-        let durable = self.commit(txn)?;
+        let durable = self.commit(txn, false)?;
         self.shared.write().pending.clear();
         if durable {
             self.durable_applied_index = self.applied_index;
@@ -627,21 +639,13 @@ impl Store {
         {
             return Ok(());
         }
-        let mut txn = match self.open.take() {
+        let txn = match self.open.take() {
             Some(txn) => txn,
             None => self.shared.read().db.begin_write()?,
         };
-        txn.set_durability(Durability::Immediate);
-        if let Err(e) = txn.commit() {
-            self.failed = Some(e.to_string());
-            return Err(e.into());
-        }
+        self.commit(txn, true)?;
         self.shared.write().pending.clear();
         self.durable_applied_index = self.applied_index;
-        self.applied_since_durable = 0;
-        self.pending_commands = 0;
-        self.pending_bytes = 0;
-        self.pending_batches = 0;
         Ok(())
     }
 

@@ -78,25 +78,23 @@ fn reference() -> Vec<String> {
     reads_after_each_step(&mut immediate)
 }
 
+/// The script's reads from a deferred store with `mistakes` switched on.
+fn reads_with(mistakes: Mistakes) -> Vec<String> {
+    let dir = tempfile::tempdir().unwrap();
+    reads_after_each_step(&mut store(&dir, "deferred", mistakes))
+}
+
 #[test]
 fn control_deferred_commits_read_like_immediate_ones() {
-    let dir = tempfile::tempdir().unwrap();
-    let mut deferred = store(&dir, "deferred", Mistakes::default());
-    assert_eq!(reads_after_each_step(&mut deferred), reference());
+    assert_eq!(reads_with(Mistakes::default()), reference());
 }
 
 #[test]
 fn without_the_pending_log_readers_miss_applied_versions() {
-    let dir = tempfile::tempdir().unwrap();
-    let mut broken = store(
-        &dir,
-        "broken",
-        Mistakes {
-            publish_without_pending: true,
-            ..Mistakes::default()
-        },
-    );
-    let seen = reads_after_each_step(&mut broken);
+    let seen = reads_with(Mistakes {
+        publish_without_pending: true,
+        ..Mistakes::default()
+    });
     assert_ne!(seen, reference(), "the comparison must catch it");
     assert!(
         seen[0].contains("indexed but not stored"),
@@ -107,16 +105,10 @@ fn without_the_pending_log_readers_miss_applied_versions() {
 
 #[test]
 fn deferring_lease_batches_leaves_lease_reads_stale() {
-    let dir = tempfile::tempdir().unwrap();
-    let mut broken = store(
-        &dir,
-        "broken",
-        Mistakes {
-            defer_lease_batches: true,
-            ..Mistakes::default()
-        },
-    );
-    let seen = reads_after_each_step(&mut broken);
+    let seen = reads_with(Mistakes {
+        defer_lease_batches: true,
+        ..Mistakes::default()
+    });
     let reference = reference();
     assert_ne!(seen, reference, "the comparison must catch it");
     assert_eq!(seen[0], reference[0], "plain puts are unaffected");
