@@ -41,7 +41,7 @@ use crate::lessor::{LeaseError, Lessor, LessorConfig, TimeToLive};
 use crate::members::{ConfChangeContext, Member, Members};
 use crate::snapshotter::{self, SnapshotEvent};
 use crate::transport::{Inbound, Transport};
-use crate::wal_writer::{PersistJob, WalWriter};
+use crate::wal_writer::{write_group, PersistJob, WalFailed, WalWriter};
 use bytes::Bytes;
 use concord_mvcc::{Command, CommandOutput, Event, MvccError, Store, StoreReader};
 use concord_raft::{
@@ -400,6 +400,9 @@ pub enum ReplicaError {
     /// The member table could not be saved.
     #[error("member table: {0}")]
     Members(#[from] std::io::Error),
+    /// The WAL writer failed earlier (see [`crate::wal_writer`]).
+    #[error(transparent)]
+    Wal(#[from] WalFailed),
     /// A snapshot from the leader could not be installed.
     #[error("snapshot: {0}")]
     Snapshot(String),
@@ -788,18 +791,15 @@ impl Replica {
         //    back (`Request::Persisted`) while this loop goes on applying.
         if let Some(snapshot) = &ready.snapshot {
             self.install_snapshot(snapshot)?;
-            {
-                let mut storage = self.wal.drain().map_err(ReplicaError::Snapshot)?;
-                if !ready.entries.is_empty() {
-                    storage.append(&ready.entries)?;
-                }
-                if let Some(hs) = &ready.hard_state {
-                    storage.set_hard_state(hs)?;
-                }
-                storage.sync()?;
-            }
-            self.transport.send(ready.messages_after_persist);
-            self.raft.on_persisted(ready.persist_marker);
+            let job = PersistJob {
+                entries: ready.entries,
+                hard_state: ready.hard_state,
+                messages_after_persist: ready.messages_after_persist,
+                marker: ready.persist_marker,
+            };
+            write_group(&mut *self.wal.drain()?, std::slice::from_ref(&job))?;
+            self.transport.send(job.messages_after_persist);
+            self.raft.on_persisted(job.marker);
             // Durable in its file now; loaded back if we lead one day and a
             // follower needs it.
             self.raft.release_snapshot_data();
@@ -810,24 +810,14 @@ impl Replica {
                 messages_after_persist: ready.messages_after_persist,
                 marker: ready.persist_marker,
             });
-        } else if self.wal.idle() {
-            // Nothing to write and nothing before it in flight.
-            self.raft.on_persisted(ready.persist_marker);
         } else {
-            // Nothing to write, but ordered after what is in flight.
-            self.wal.submit(PersistJob {
-                entries: Vec::new(),
-                hard_state: None,
-                messages_after_persist: Vec::new(),
-                marker: ready.persist_marker,
-            });
+            // Nothing written and nothing promised: the marker is empty, and
+            // reporting an empty marker early is harmless (it only lets a
+            // leader recount its commit index).
+            self.raft.on_persisted(ready.persist_marker);
         }
         if let Some(index) = ready.load_snapshot {
-            let path = self
-                .wal
-                .drain()
-                .map_err(ReplicaError::Snapshot)?
-                .snapshot_path(index);
+            let path = self.wal.drain()?.snapshot_path(index);
             match path {
                 Some(path) => snapshotter::spawn_load(
                     index,
@@ -1073,10 +1063,7 @@ impl Replica {
     }
 
     fn install_snapshot(&mut self, snapshot: &Snapshot) -> Result<(), ReplicaError> {
-        self.wal
-            .drain()
-            .map_err(ReplicaError::Snapshot)?
-            .save_snapshot(snapshot)?;
+        self.wal.drain()?.save_snapshot(snapshot)?;
         let (members, store_stream) =
             decode_snapshot(&snapshot.data).map_err(ReplicaError::Snapshot)?;
         let Some(store_stream) = store_stream else {
@@ -1135,7 +1122,7 @@ impl Replica {
             // Not compactable, or a snapshot from the leader is newer.
             _ => return Ok(()),
         };
-        let mut storage = self.wal.drain().map_err(ReplicaError::Snapshot)?;
+        let mut storage = self.wal.drain()?;
         storage.save_snapshot(&Snapshot { meta, data })?;
         self.raft.release_snapshot_data();
         let keep_from = LogIndex(self.store.durable_applied_index().min(applied.0));

@@ -34,6 +34,11 @@ use crate::inbox::InboxSender;
 use crate::replica::Request;
 use crate::transport::Transport;
 
+/// The writer stopped after a storage error; nothing is written any more.
+#[derive(Debug, thiserror::Error)]
+#[error("the WAL writer stopped after an error: {0}")]
+pub struct WalFailed(String);
+
 /// One `Ready`'s durable part.
 pub struct PersistJob {
     /// Entries to append.
@@ -119,11 +124,11 @@ impl WalWriter {
 
     /// Waits until every submitted job is durable, then hands out the
     /// storage (invariant 2). Fails once the writer failed (invariant 3).
-    pub fn drain(&self) -> Result<MutexGuard<'_, RaftStorage>, String> {
+    pub fn drain(&self) -> Result<MutexGuard<'_, RaftStorage>, WalFailed> {
         let mut queue = self.shared.queue();
         loop {
             if let Some(why) = &queue.failed {
-                return Err(why.clone());
+                return Err(WalFailed(why.clone()));
             }
             if queue.jobs.is_empty() && queue.writing == 0 {
                 break;
@@ -196,8 +201,10 @@ fn run(shared: &Shared, transport: &Transport, inbox: &InboxSender<Request>) {
     }
 }
 
-/// Writes every job in order and syncs once (group commit).
-fn write_group(
+/// Writes every job in order and syncs once (group commit); also what the
+/// loop uses, after [`WalWriter::drain`], for the Ready that installs a
+/// snapshot.
+pub(crate) fn write_group(
     storage: &mut RaftStorage,
     jobs: &[PersistJob],
 ) -> Result<(), concord_storage::StorageError> {

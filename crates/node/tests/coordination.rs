@@ -690,6 +690,9 @@ fn member_update_replaces_peer_urls() {
     // (tests/maintenance.rs covers that path).
     let url = cluster.urls[cluster.leader()].clone();
     run(async move {
+        // A new leader takes membership changes only once an entry of its
+        // term is committed ("unhealthy cluster" before): a put waits for it.
+        put(&KvClient::new(channel(&url).await), "ready", "1", 0).await;
         let mut client = ClusterClient::new(channel(&url).await);
         let list = retry(|| {
             let mut c = client.clone();
