@@ -42,7 +42,7 @@ use redb::{ReadableTable, Table, WriteTransaction};
 use crate::check::check_txn_intervals;
 use crate::command::{Command, Response};
 use crate::error::MvccError;
-use crate::index::{self, compaction_cut, IndexView, KeyRange, Keys, Layered, Rev};
+use crate::index::{self, compaction_cut, IndexView, KeyRange, Keys, Layered, Newest, Rev};
 use crate::read::{plan_range, with_record};
 use crate::schema::{
     Record, RevKey, LEASES, LEASE_KEYS, META, META_APPLIED_INDEX, META_COMPACT_REVISION,
@@ -222,12 +222,14 @@ impl<'t, 'i> Applier<'t, 'i> {
         Ok(self.leases.get(id)?.is_some())
     }
 
-    /// The live version of `key`, with its value.
-    fn live(&self, key: &[u8]) -> Result<Option<KeyValue>, MvccError> {
-        match self.view().live_at(key, i64::MAX) {
-            Some(rev) => Ok(Some(with_record(&self.revs, rev, |r| Ok(r.to_kv(true)))?)),
-            None => Ok(None),
-        }
+    /// The live version of `key` as the index knows it (no read).
+    fn live(&self, key: &[u8]) -> Option<(Rev, Newest)> {
+        self.view().live_newest(key)
+    }
+
+    /// The version stored at `rev`, with its value (one read).
+    fn read_kv(&self, rev: Rev) -> Result<KeyValue, MvccError> {
+        with_record(&self.revs, rev, |r| Ok(r.to_kv(true)))
     }
 
     /// Applies one command. Returns its response and events.
@@ -315,24 +317,31 @@ impl<'t, 'i> Applier<'t, 'i> {
         Ok(())
     }
 
-    /// etcd's `applierV3backend.Put` after validation.
+    /// etcd's `applierV3backend.Put` after validation. The previous
+    /// version is read back only when its value is needed (`prev_kv`,
+    /// `ignore_value`); its create revision, version and lease come from
+    /// the index.
     fn put(&mut self, w: &mut Writes, req: &PutRequest) -> Result<PutResponse, MvccError> {
-        let prev = self.live(&req.key)?;
-        let kept = match &prev {
-            Some(p) => (
-                req.ignore_value.then(|| p.value.clone()),
-                if req.ignore_lease { p.lease } else { req.lease },
-            ),
-            None if req.ignore_value || req.ignore_lease => return Err(MvccError::KeyNotFound),
-            None => (None, req.lease),
+        let prev = self.live(&req.key);
+        let prev_kv = match prev {
+            Some((rev, _)) if req.prev_kv || req.ignore_value => Some(self.read_kv(rev)?),
+            _ => None,
         };
-        let (kept_value, lease) = kept;
-        let value = kept_value.as_deref().unwrap_or(&req.value);
-        let prev_kv = if req.prev_kv { prev.clone() } else { None };
-        self.write_put(w, &req.key, value, lease, prev)?;
+        let lease = match prev {
+            Some((_, newest)) if req.ignore_lease => newest.lease,
+            None if req.ignore_value || req.ignore_lease => return Err(MvccError::KeyNotFound),
+            _ => req.lease,
+        };
+        let kept_value = if req.ignore_value {
+            prev_kv.as_ref().map(|p| p.value.as_slice())
+        } else {
+            None
+        };
+        let value = kept_value.unwrap_or(&req.value);
+        self.write_put(w, &req.key, value, lease, prev.map(|(_, newest)| newest))?;
         Ok(PutResponse {
             revision: w.begin + 1,
-            prev_kv,
+            prev_kv: if req.prev_kv { prev_kv } else { None },
         })
     }
 
@@ -345,15 +354,8 @@ impl<'t, 'i> Applier<'t, 'i> {
             self.written_bytes += self.buf.len();
             self.written.push((at, self.buf.as_slice().into()));
         }
-        index::push(
-            &mut self.overlay,
-            record.key,
-            Rev {
-                main: record.mod_main,
-                sub: record.mod_sub,
-                tombstone: record.tombstone,
-            },
-        );
+        let (rev, newest) = record.index_entry();
+        index::push(&mut self.overlay, record.key, rev, newest);
         w.sub = w
             .sub
             .checked_add(1)
@@ -361,18 +363,21 @@ impl<'t, 'i> Applier<'t, 'i> {
         Ok(())
     }
 
-    /// etcd's `storeTxnWrite.put`.
+    /// etcd's `storeTxnWrite.put`. `prev`: what the key's live version
+    /// records, if it has one. The event carries no `prev_kv`: a watcher
+    /// that asks for it reads it at send time (module doc of `types.rs`'s
+    /// `Event`), so a put never reads the previous value for it.
     fn write_put(
         &mut self,
         w: &mut Writes,
         key: &[u8],
         value: &[u8],
         lease: i64,
-        prev: Option<KeyValue>,
+        prev: Option<Newest>,
     ) -> Result<(), MvccError> {
         let main = w.begin + 1;
         let (create, version) = match &prev {
-            Some(p) => (p.create_revision, p.version + 1),
+            Some(p) => (p.create, p.version + 1),
             None => (main, 1),
         };
         let record = Record {
@@ -399,15 +404,20 @@ impl<'t, 'i> Applier<'t, 'i> {
         w.events.push(Event {
             kind: EventKind::Put,
             kv: record.to_kv(true),
-            prev_kv: prev,
+            prev_kv: None,
         });
         Ok(())
     }
 
-    /// etcd's `storeTxnWrite.delete` of one live key.
-    fn write_delete(&mut self, w: &mut Writes, prev: KeyValue) -> Result<(), MvccError> {
+    /// etcd's `storeTxnWrite.delete` of one live key, whose live version
+    /// has lease `prev_lease`.
+    fn write_delete(
+        &mut self,
+        w: &mut Writes,
+        key: &[u8],
+        prev_lease: i64,
+    ) -> Result<(), MvccError> {
         let main = w.begin + 1;
-        let key = prev.key.as_slice();
         let record = Record {
             tombstone: true,
             mod_main: main,
@@ -419,19 +429,19 @@ impl<'t, 'i> Applier<'t, 'i> {
             value: &[],
         };
         self.write_record(w, &record)?;
-        if prev.lease != 0 {
+        if prev_lease != 0 {
             self.leases_changed = true;
-            self.lease_keys.remove((prev.lease, key))?;
+            self.lease_keys.remove((prev_lease, key))?;
         }
         let kv = KeyValue {
-            key: prev.key.clone(),
+            key: key.to_vec(),
             mod_revision: main,
             ..KeyValue::default()
         };
         w.events.push(Event {
             kind: EventKind::Delete,
             kv,
-            prev_kv: Some(prev),
+            prev_kv: None,
         });
         Ok(())
     }
@@ -443,21 +453,24 @@ impl<'t, 'i> Applier<'t, 'i> {
         req: &DeleteRangeRequest,
     ) -> Result<DeleteRangeResponse, MvccError> {
         let range = KeyRange::new(&req.key, &req.range_end);
-        let mut victims = Vec::new();
-        let revs = &self.revs;
+        let mut victims: Vec<(Box<[u8]>, Rev)> = Vec::new();
         self.view()
-            .visit_live(range, w.read_revision(), &mut |_, rev| {
-                victims.push(with_record(revs, rev, |r| Ok(r.to_kv(true)))?);
+            .visit_live(range, w.read_revision(), &mut |key, rev| {
+                victims.push((key.into(), rev));
                 Ok(true)
             })?;
         let deleted = victims.len() as i64;
-        let prev_kvs = if req.prev_kv {
-            victims.clone()
-        } else {
-            Vec::new()
-        };
-        for prev in victims {
-            self.write_delete(w, prev)?;
+        let mut prev_kvs = Vec::new();
+        if req.prev_kv {
+            for (_, rev) in &victims {
+                prev_kvs.push(self.read_kv(*rev)?);
+            }
+        }
+        for (key, _) in victims {
+            // Live at the read revision is live now: nothing newer than the
+            // store revision exists, and a Txn never writes a key twice.
+            let lease = self.live(&key).map_or(0, |(_, newest)| newest.lease);
+            self.write_delete(w, &key, lease)?;
         }
         Ok(DeleteRangeResponse {
             revision: w.read_revision(),
@@ -481,8 +494,8 @@ impl<'t, 'i> Applier<'t, 'i> {
             keys.push(entry?.0.value().1.to_vec());
         }
         for key in &keys {
-            if let Some(prev) = self.live(key)? {
-                self.write_delete(w, prev)?;
+            if let Some((_, newest)) = self.live(key) {
+                self.write_delete(w, key, newest.lease)?;
             }
             // Detached by write_delete; removed here too in case the key was
             // already gone, so the lease leaves no trace.

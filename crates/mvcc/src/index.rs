@@ -41,11 +41,34 @@ impl Rev {
     }
 }
 
-/// A key's retained revisions, ascending. Most keys have one (always so
-/// right after a compaction at the current revision), kept inline: a heap
-/// allocation per key would cost a third of the index's memory.
+/// What a key's newest version records besides its revision: what a put
+/// or delete needs to write the next version without reading the last one
+/// back from redb (etcd's `keyIndex` keeps `created` and `ver` for the same
+/// reason, and its lessor the key's lease). All zero for a tombstone.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub(crate) struct Newest {
+    /// The key's create revision.
+    pub create: i64,
+    /// The key's version (puts since creation).
+    pub version: i64,
+    /// The lease the key is attached to (0: none).
+    pub lease: i64,
+}
+
+/// A key's retained revisions, ascending, and what its newest version
+/// records.
 #[derive(Clone, Debug, PartialEq, Eq)]
-pub(crate) enum Revs {
+pub(crate) struct Revs {
+    list: RevList,
+    /// Of the newest revision (`self.last()`).
+    pub newest: Newest,
+}
+
+/// Most keys have one revision (always so right after a compaction at the
+/// current revision), kept inline: a heap allocation per key would cost a
+/// third of the index's memory.
+#[derive(Clone, Debug, PartialEq, Eq)]
+enum RevList {
     /// Exactly one revision.
     One(Rev),
     /// Any number (never empty in the index).
@@ -56,38 +79,51 @@ impl std::ops::Deref for Revs {
     type Target = [Rev];
 
     fn deref(&self) -> &[Rev] {
-        match self {
-            Revs::One(r) => std::slice::from_ref(r),
-            Revs::Many(v) => v,
+        match &self.list {
+            RevList::One(r) => std::slice::from_ref(r),
+            RevList::Many(v) => v,
         }
     }
 }
 
 impl Revs {
+    /// A key's first retained revision.
+    pub fn new(rev: Rev, newest: Newest) -> Revs {
+        Revs {
+            list: RevList::One(rev),
+            newest,
+        }
+    }
+
     /// Appends a newer revision.
-    pub fn push(&mut self, rev: Rev) {
+    pub fn push(&mut self, rev: Rev, newest: Newest) {
         debug_assert!(self.last().is_none_or(|l| l.at() < rev.at()));
-        match self {
-            Revs::One(first) => *self = Revs::Many(vec![*first, rev]),
-            Revs::Many(v) => v.push(rev),
+        match &mut self.list {
+            RevList::One(first) => {
+                let first = *first;
+                self.list = RevList::Many(vec![first, rev]);
+            }
+            RevList::Many(v) => v.push(rev),
+        }
+        self.newest = newest;
+    }
+
+    /// Appends the revisions of `newer` (all newer than these).
+    pub fn extend(&mut self, newer: &Revs) {
+        for r in newer.iter() {
+            self.push(*r, newer.newest);
         }
     }
 
-    /// Appends newer revisions.
-    pub fn extend(&mut self, newer: &[Rev]) {
-        for r in newer {
-            self.push(*r);
-        }
-    }
-
-    /// Drops the `n` oldest revisions; false if none is left.
+    /// Drops the `n` oldest revisions; false if none is left. The newest
+    /// stays while any does, so `newest` stays true.
     fn cut(&mut self, n: usize) -> bool {
         let left = self.len().saturating_sub(n);
         match left {
             0 => return false,
-            1 => *self = Revs::One(*self.last().expect("one left")),
+            1 => self.list = RevList::One(*self.last().expect("one left")),
             _ => {
-                if let Revs::Many(v) = self {
+                if let RevList::Many(v) = &mut self.list {
                     v.drain(..n);
                     if v.capacity() > 2 * v.len() {
                         v.shrink_to_fit();
@@ -143,11 +179,11 @@ pub(crate) fn apply_cuts(keys: &mut Keys, cuts: BTreeMap<Box<[u8]>, usize>) {
 
 /// Appends a version to `key`'s revisions, allocating the key only when it
 /// is new.
-pub(crate) fn push(keys: &mut Keys, key: &[u8], rev: Rev) {
+pub(crate) fn push(keys: &mut Keys, key: &[u8], rev: Rev, newest: Newest) {
     match keys.get_mut(key) {
-        Some(revs) => revs.push(rev),
+        Some(revs) => revs.push(rev, newest),
         None => {
-            keys.insert(key.into(), Revs::One(rev));
+            keys.insert(key.into(), Revs::new(rev, newest));
         }
     }
 }
@@ -224,11 +260,21 @@ pub(crate) trait IndexView {
     fn live_at(&self, key: &[u8], rev: i64) -> Option<Rev> {
         self.newest_at(key, rev).filter(|r| !r.tombstone)
     }
+
+    /// The newest revision of `key` and what it records, if the key is
+    /// live now.
+    fn live_newest(&self, key: &[u8]) -> Option<(Rev, Newest)>;
 }
 
 impl IndexView for Keys {
     fn newest_at(&self, key: &[u8], rev: i64) -> Option<Rev> {
         newest_at(self.get(key)?, rev)
+    }
+
+    fn live_newest(&self, key: &[u8]) -> Option<(Rev, Newest)> {
+        let revs = self.get(key)?;
+        let last = *revs.last()?;
+        (!last.tombstone).then_some((last, revs.newest))
     }
 
     fn visit_live(
@@ -272,6 +318,14 @@ impl IndexView for Layered<'_> {
         self.overlay
             .newest_at(key, rev)
             .or_else(|| self.base.newest_at(key, rev))
+    }
+
+    fn live_newest(&self, key: &[u8]) -> Option<(Rev, Newest)> {
+        if self.overlay.contains_key(key) {
+            self.overlay.live_newest(key)
+        } else {
+            self.base.live_newest(key)
+        }
     }
 
     fn visit_live(
@@ -336,6 +390,14 @@ mod tests {
         }
     }
 
+    fn many(revs: &[Rev]) -> Revs {
+        let mut all = Revs::new(revs[0], Newest::default());
+        for rev in &revs[1..] {
+            all.push(*rev, Newest::default());
+        }
+        all
+    }
+
     #[test]
     fn compaction_keeps_the_newest_live_version_at_or_below() {
         let revs = [r(2, false), r(4, false), r(6, true), r(8, false)];
@@ -351,32 +413,69 @@ mod tests {
             }
         }
         let mut keys = Keys::new();
-        keys.insert(b"a".as_slice().into(), Revs::Many(revs.to_vec()));
-        keys.insert(
-            b"b".as_slice().into(),
-            Revs::Many(vec![r(3, false), r(5, true)]),
-        );
+        keys.insert(b"a".as_slice().into(), many(&revs));
+        keys.insert(b"b".as_slice().into(), many(&[r(3, false), r(5, true)]));
         let cuts = keys
             .iter()
             .map(|(k, v)| (k.clone(), compaction_cut(v, &[], 7)))
             .collect();
         apply_cuts(&mut keys, cuts);
         assert_eq!(keys.len(), 1);
-        assert_eq!(keys[b"a".as_slice()], Revs::One(r(8, false)));
-        assert_eq!(std::mem::size_of::<Revs>(), 24, "no bigger than a Vec");
+        assert_eq!(
+            keys[b"a".as_slice()],
+            Revs::new(r(8, false), Newest::default())
+        );
+        assert_eq!(
+            std::mem::size_of::<Revs>(),
+            48,
+            "a Vec's size for the revisions, three i64 for the newest"
+        );
         assert_eq!(newest_at(&[r(8, false)], 7), None);
+    }
+
+    #[test]
+    fn newest_follows_the_last_revision() {
+        let first = Newest {
+            create: 2,
+            version: 1,
+            lease: 7,
+        };
+        let second = Newest {
+            version: 2,
+            lease: 0,
+            ..first
+        };
+        let mut base = Keys::new();
+        push(&mut base, b"k", r(2, false), first);
+        let mut overlay = Keys::new();
+        push(&mut overlay, b"k", r(3, false), second);
+        let view = Layered {
+            base: &base,
+            overlay: &overlay,
+        };
+        assert_eq!(view.live_newest(b"k"), Some((r(3, false), second)));
+        assert_eq!(base.live_newest(b"k"), Some((r(2, false), first)));
+        base.get_mut(b"k".as_slice())
+            .unwrap()
+            .extend(&overlay[b"k".as_slice()]);
+        assert_eq!(base[b"k".as_slice()].newest, second);
+        // Compaction keeps the newest revision, so `newest` stays true.
+        apply_cuts(&mut base, [(b"k".as_slice().into(), 1)].into());
+        assert_eq!(base.live_newest(b"k"), Some((r(3, false), second)));
+        push(&mut base, b"k", r(4, true), Newest::default());
+        assert_eq!(base.live_newest(b"k"), None, "a tombstone is not live");
     }
 
     #[test]
     fn layered_visits_merge_in_key_order() {
         let mut base = Keys::new();
         for (k, main) in [("a", 2), ("c", 3), ("e", 4)] {
-            push(&mut base, k.as_bytes(), r(main, false));
+            push(&mut base, k.as_bytes(), r(main, false), Newest::default());
         }
         let mut overlay = Keys::new();
-        push(&mut overlay, b"b", r(5, false));
-        push(&mut overlay, b"c", r(5, true));
-        push(&mut overlay, b"f", r(5, false));
+        push(&mut overlay, b"b", r(5, false), Newest::default());
+        push(&mut overlay, b"c", r(5, true), Newest::default());
+        push(&mut overlay, b"f", r(5, false), Newest::default());
         let view = Layered {
             base: &base,
             overlay: &overlay,

@@ -35,6 +35,7 @@
 use redb::TableDefinition;
 
 use crate::error::MvccError;
+use crate::index::{Newest, Rev};
 use crate::types::KeyValue;
 
 /// Store-wide scalars.
@@ -101,6 +102,22 @@ pub(crate) struct Record<'a> {
 }
 
 impl<'a> Record<'a> {
+    /// Its revision and what it records, as the key index keeps them.
+    pub fn index_entry(&self) -> (Rev, Newest) {
+        (
+            Rev {
+                main: self.mod_main,
+                sub: self.mod_sub,
+                tombstone: self.tombstone,
+            },
+            Newest {
+                create: self.create,
+                version: self.version,
+                lease: self.lease,
+            },
+        )
+    }
+
     /// Writes the encoding to `out` (cleared first). The revision is not
     /// part of it: it is the record's key.
     pub fn encode_into(&self, out: &mut Vec<u8>) {

@@ -27,7 +27,7 @@ use std::io::{BufReader, BufWriter, Read, Write};
 use redb::{ReadTransaction, ReadableTable, WriteTransaction};
 
 use crate::error::MvccError;
-use crate::index::{self, Keys, Rev};
+use crate::index::{self, Keys};
 use crate::pending::Pending;
 use crate::read::ReaderRecords;
 use crate::schema::{
@@ -230,15 +230,8 @@ pub(crate) fn restore_into(
         }
         last = Some((main, sub));
         revs.insert((main, sub), record.as_slice())?;
-        index::push(
-            &mut keys,
-            rec.key,
-            Rev {
-                main,
-                sub,
-                tombstone: rec.tombstone,
-            },
-        );
+        let (rev, newest) = rec.index_entry();
+        index::push(&mut keys, rec.key, rev, newest);
         if !rec.tombstone && rec.lease != 0 {
             attached.insert(rec.key.to_vec(), rec.lease);
         } else {

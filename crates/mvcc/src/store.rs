@@ -323,15 +323,8 @@ fn load_index(txn: &ReadTransaction, pending: &Pending, revision: i64) -> Result
                 "version {main}.{sub} above the store revision {revision}"
             )));
         }
-        index::push(
-            &mut keys,
-            record.key,
-            Rev {
-                main,
-                sub,
-                tombstone: record.tombstone,
-            },
-        );
+        let (rev, newest) = record.index_entry();
+        index::push(&mut keys, record.key, rev, newest);
         Ok(true)
     })?;
     Ok(keys)
@@ -827,6 +820,29 @@ impl StoreReader {
         plan.prefetch(&state.pending)?;
         drop(state);
         plan.finish(&txn.open_table(REVS)?)
+    }
+
+    /// The version of `key` live just before `revision`: a watch event's
+    /// `prev_kv`, read when a watcher that asked for it is sent the event
+    /// (etcd's `Range(key, rev: mod_revision - 1)` in its watch stream), so
+    /// that apply never reads previous values for events. `None` if the
+    /// key did not exist then, or that revision is compacted (etcd sends
+    /// no `prev_kv` then either).
+    pub fn prev_version(&self, key: &[u8], revision: i64) -> Result<Option<KeyValue>, MvccError> {
+        if revision <= 1 {
+            // Revision 1 is the empty store; 0 would mean "the current one".
+            return Ok(None);
+        }
+        let req = RangeRequest {
+            key: key.to_vec(),
+            revision: revision - 1,
+            ..RangeRequest::default()
+        };
+        match self.range(&req) {
+            Ok(resp) => Ok(resp.kvs.into_iter().next()),
+            Err(MvccError::Compacted { .. }) => Ok(None),
+            Err(e) => Err(e),
+        }
     }
 
     /// The latest committed revision.

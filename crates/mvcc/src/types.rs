@@ -401,8 +401,11 @@ pub enum EventKind {
 /// etcd's `mvccpb.Event`.
 ///
 /// For a DELETE, `kv` holds only the key and `mod_revision` (the deletion
-/// revision), exactly as etcd reports it. `prev_kv` is always filled when the
-/// key existed before; the watch layer drops it for watchers that did not ask.
+/// revision), exactly as etcd reports it. `prev_kv`: events of
+/// [`crate::Store::apply_batch`] never carry it (apply does not read previous
+/// values back); [`crate::StoreReader::events_since`] fills it when the key
+/// existed before. The watch layer reads it with
+/// [`crate::StoreReader::prev_version`] for watchers that ask, as etcd does.
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]
 pub struct Event {
     /// PUT or DELETE.

@@ -120,6 +120,10 @@ enum Op {
     Compact {
         rev_back: i64,
     },
+    /// Close and reopen the store: the key index (with each key's create
+    /// revision, version and lease, which puts use without reading back)
+    /// is rebuilt from disk.
+    Reopen,
 }
 
 fn key() -> impl Strategy<Value = String> {
@@ -149,6 +153,7 @@ fn op() -> impl Strategy<Value = Op> {
             .prop_map(|(key, version, then, els)| Op::Txn { key, version, then, els }),
         4 => (key(), end(), 0i64..8, -1i64..4).prop_map(|(key, end, rev_back, limit)| Op::Range { key, end, rev_back, limit }),
         1 => (0i64..6).prop_map(|rev_back| Op::Compact { rev_back }),
+        1 => Just(Op::Reopen),
     ]
 }
 
@@ -293,6 +298,7 @@ proptest! {
                         m.compacted = rev;
                     }
                 }
+                Op::Reopen => h.reopen(),
             }
             prop_assert_eq!(h.rev(), m.rev);
             h.store.reader().verify().map_err(|e| TestCaseError::fail(e.to_string()))?;

@@ -42,7 +42,17 @@ fn put_events_and_prev_kv() {
         panic!()
     };
     assert_eq!(p.prev_kv.unwrap().value, b"v1");
-    assert_eq!(out.events[0].prev_kv.as_ref().unwrap().value, b"v1");
+    // Apply's events carry no prev_kv (no read back for them); the watch
+    // layer reads it at the revision before the event.
+    assert!(out.events[0].prev_kv.is_none());
+    let reader = h.store.reader();
+    assert_eq!(reader.prev_version(b"k", 3).unwrap().unwrap().value, b"v1");
+    assert_eq!(
+        reader.prev_version(b"k", 2).unwrap(),
+        None,
+        "a create has none"
+    );
+    assert_eq!(reader.prev_version(b"k", 1).unwrap(), None);
     let d = h.ok(Command::DeleteRange(DeleteRangeRequest {
         key: "k".into(),
         ..Default::default()
@@ -57,11 +67,22 @@ fn put_events_and_prev_kv() {
             ..Default::default()
         }
     );
-    assert_eq!(ev.prev_kv.as_ref().unwrap().value, b"v2");
+    assert!(ev.prev_kv.is_none());
+    assert_eq!(reader.prev_version(b"k", 4).unwrap().unwrap().value, b"v2");
     let Response::DeleteRange(d) = d.response else {
         panic!()
     };
     assert!(d.prev_kvs.is_empty(), "prev_kvs only when asked");
+    h.ok(Command::Put(put_req("k", "v3"))); // 5
+    h.ok(Command::Compact(CompactionRequest {
+        revision: 5,
+        ..Default::default()
+    }));
+    assert_eq!(
+        reader.prev_version(b"k", 4).unwrap(),
+        None,
+        "compacted: none, as etcd"
+    );
 }
 
 #[test]
@@ -890,13 +911,16 @@ fn events_since_reads_history_in_order() {
         ),
         (0, 100, 7)
     );
-    // Events as returned by apply equal events read back.
+    // Events as returned by apply equal events read back, but for the
+    // prev_kv history adds (the version before, as prev_version reads it).
     let out = h.ok(Command::Put(put_req("c", "again")));
-    let back = h
-        .store
-        .reader()
+    let reader = h.store.reader();
+    let mut back = reader
         .events_since(out.revision.get(), b"\0", b"\0", 0)
         .unwrap();
+    let prev = back.events[0].prev_kv.take();
+    assert_eq!(prev, reader.prev_version(b"c", out.revision.get()).unwrap());
+    assert_eq!(prev.unwrap().value, b"2");
     assert_eq!(back.events, out.events);
 }
 

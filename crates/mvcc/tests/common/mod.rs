@@ -29,6 +29,18 @@ impl Harness {
         self.dir.path().join("mvcc.redb")
     }
 
+    /// Closes the store and opens it again from its file (the key index is
+    /// rebuilt from what is stored).
+    pub fn reopen(&mut self) {
+        let placeholder = Store::open(
+            self.dir.path().join("placeholder.redb"),
+            StoreOptions::default(),
+        )
+        .unwrap();
+        drop(std::mem::replace(&mut self.store, placeholder));
+        self.store = Store::open(self.path(), StoreOptions::default()).unwrap();
+    }
+
     /// Applies one command at the next index.
     pub fn apply(&mut self, command: Command) -> Result<CommandOutput, MvccError> {
         let index = self.next_index;

@@ -43,7 +43,7 @@ use concord_etcd_proto::etcdserverpb as pb;
 use concord_etcd_proto::etcdserverpb::watch_server::Watch;
 use concord_etcd_proto::mvccpb;
 use concord_etcd_proto::prost::Message;
-use concord_mvcc::{Event, EventKind, MvccError};
+use concord_mvcc::{Event, EventKind, MvccError, StoreReader};
 use std::collections::BTreeMap;
 use std::pin::Pin;
 use std::sync::Arc;
@@ -121,18 +121,31 @@ impl Watcher {
         }
     }
 
-    fn to_pb(&self, event: &Event) -> mvccpb::Event {
+    /// The event as sent to this watcher. Live events carry no `prev_kv`
+    /// (apply does not read previous values); a watcher that asked for it
+    /// gets it read from `reader` here, as etcd's watch stream does.
+    fn to_pb(&self, event: &Event, reader: &StoreReader) -> mvccpb::Event {
+        let prev_kv = if !self.prev_kv {
+            None
+        } else if let Some(prev) = &event.prev_kv {
+            Some(prev.clone())
+        } else {
+            // A failed read leaves prev_kv out, like a compacted one: the
+            // event itself must still be delivered.
+            reader
+                .prev_version(&event.kv.key, event.kv.mod_revision)
+                .unwrap_or_else(|e| {
+                    tracing::warn!(error = %e, "reading a watch event's prev_kv");
+                    None
+                })
+        };
         mvccpb::Event {
             r#type: match event.kind {
                 EventKind::Put => mvccpb::event::EventType::Put as i32,
                 EventKind::Delete => mvccpb::event::EventType::Delete as i32,
             },
             kv: Some(kv_to_pb(event.kv.clone())),
-            prev_kv: if self.prev_kv {
-                event.prev_kv.clone().map(kv_to_pb)
-            } else {
-                None
-            },
+            prev_kv: prev_kv.map(kv_to_pb),
         }
     }
 }
@@ -337,10 +350,11 @@ impl Session {
             }
             let next = watcher.next;
             watcher.next = next.max(last + 1);
+            let reader = &self.api.shared.reader;
             let events: Vec<mvccpb::Event> = batch
                 .iter()
                 .filter(|e| event_revision(e) >= next && watcher.wants(e))
-                .map(|e| watcher.to_pb(e))
+                .map(|e| watcher.to_pb(e, reader))
                 .collect();
             if !events.is_empty() {
                 self.send_events(id, events).await?;
@@ -380,11 +394,12 @@ impl Session {
         let Some(watcher) = self.watchers.get_mut(&id) else {
             return Ok(());
         };
+        let reader = &self.api.shared.reader;
         let events: Vec<mvccpb::Event> = batch
             .events
             .iter()
             .filter(|e| event_revision(e) >= next && watcher.wants(e))
-            .map(|e| watcher.to_pb(e))
+            .map(|e| watcher.to_pb(e, reader))
             .collect();
         watcher.next = watcher.next.max(batch.next_revision);
         if batch.next_revision > batch.current_revision {
