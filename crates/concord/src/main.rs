@@ -10,6 +10,14 @@ mod snapshot;
 
 use clap::{Parser, Subcommand};
 
+/// mimalloc instead of glibc's malloc: the hot paths allocate and free many
+/// small buffers across threads (a request on a tokio worker, its command on
+/// the replica loop, its record in the WAL writer), where glibc spent 11% of
+/// the loop's time in `_int_malloc`/`unlink_chunk`/`malloc_consolidate`
+/// (BENCHMARKS.md, "Where Concord's time goes").
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 #[derive(Parser)]
 #[command(
     name = "concord",
