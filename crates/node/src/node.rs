@@ -24,6 +24,7 @@
 //! 4. A member whose own id is in the table's removed ids does not start
 //!    (members.rs invariant 3).
 
+use crate::api::authority::AuthorityFix;
 use crate::api::gateway::{GatewayConfig, GatewayLayer};
 use crate::api::{Api, Coordination, GRPC_OVERHEAD_BYTES};
 use crate::config::{ClusterState, NodeConfig};
@@ -491,13 +492,15 @@ pub fn start(config: NodeConfig) -> Result<RunningNode, StartError> {
             // `Server::tcp_nodelay` only covers listeners tonic binds itself;
             // without NODELAY on our own sockets every response's trailers
             // wait for the client's delayed ACK (~40 ms per request).
+            // AuthorityFix: etcd's Go clients may send `:authority` with a
+            // scheme, which h2 would refuse (api/authority.rs).
             let incoming = tokio_stream::StreamExt::map(
                 tokio_stream::wrappers::TcpListenerStream::new(listener),
                 |stream| {
-                    if let Ok(s) = &stream {
+                    stream.map(|s| {
                         let _ = s.set_nodelay(true);
-                    }
-                    stream
+                        AuthorityFix::new(s)
+                    })
                 },
             );
             // HTTP/1.1 is accepted for etcd's JSON gateway: the layer sends

@@ -9,6 +9,7 @@
 //! 3. One client's bad request or disconnect never affects another: all
 //!    per-request state is owned by that request's task.
 
+pub mod authority;
 pub mod cluster;
 pub mod convert;
 pub mod election;
