@@ -373,11 +373,16 @@ pub fn start(config: NodeConfig) -> Result<RunningNode, StartError> {
     // when a follower needs it (see crate::snapshotter).
     raft.release_snapshot_data();
 
-    let runtime = tokio::runtime::Builder::new_multi_thread()
+    let mut runtime = tokio::runtime::Builder::new_multi_thread();
+    runtime
         .worker_threads(2)
         .enable_all()
-        .thread_name("concord-io")
-        .build()?;
+        .thread_name("concord-io");
+    // A finished request must not hand its HTTP/2 connection the LIFO slot:
+    // that flushes each response alone (see .cargo/config.toml).
+    #[cfg(tokio_unstable)]
+    runtime.disable_lifo_slot();
+    let runtime = runtime.build()?;
     let transport = Transport::new(
         NodeId(identity.member_id),
         identity.cluster_id,
