@@ -47,10 +47,16 @@ pub fn run(config: BenchConfig) -> Result<Report, BenchError> {
     if config.op == Op::FsyncProbe {
         return fsync_probe::run(&config);
     }
-    let runtime = tokio::runtime::Builder::new_multi_thread()
+    let mut runtime = tokio::runtime::Builder::new_multi_thread();
+    runtime
         .worker_threads(config.threads)
         .enable_all()
-        .thread_name("concord-bench")
+        .thread_name("concord-bench");
+    // As in the server (crates/node/src/node.rs): requests written by
+    // clients woken together are flushed together.
+    #[cfg(tokio_unstable)]
+    runtime.disable_lifo_slot();
+    let runtime = runtime
         .build()
         .map_err(|e| BenchError::Runtime(e.to_string()))?;
     runtime.block_on(runner::run(config))
