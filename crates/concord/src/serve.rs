@@ -55,6 +55,10 @@ pub struct ServeArgs {
     /// Applied entries between snapshots.
     #[arg(long)]
     snapshot_count: Option<u64>,
+    /// Entries a snapshot leaves in the log for followers to catch up from
+    /// (etcd 3.5's flag; default 5000).
+    #[arg(long)]
+    experimental_snapshot_catchup_entries: Option<u64>,
     /// Enable the fault-injection admin calls (for `concord check` only).
     #[arg(long, hide = true)]
     enable_fault_injection: bool,
@@ -119,6 +123,9 @@ fn to_config(args: ServeArgs) -> anyhow::Result<NodeConfig> {
     }
     if let Some(v) = args.snapshot_count {
         config.snapshot_count = v;
+    }
+    if let Some(v) = args.experimental_snapshot_catchup_entries {
+        config.snapshot_catchup_entries = v;
     }
     config.enable_fault_injection = args.enable_fault_injection;
     config.fault_admin_url = args.fault_admin_url;

@@ -299,11 +299,81 @@ async fn kill9_of_every_member_then_restart_keeps_acknowledged_writes() {
     );
 }
 
+/// What a member logs when it installs a snapshot from its leader.
+const SNAPSHOT_INSTALLED: &str = "installed a snapshot from the leader";
+
+/// A follower that was away for fewer entries than a snapshot leaves behind
+/// it (`--experimental-snapshot-catchup-entries`) catches up from the log,
+/// although the leader has snapshotted and compacted meanwhile: no store
+/// snapshot (seconds at a million keys) is sent.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn briefly_stopped_follower_catches_up_from_the_log() {
+    const SNAPSHOT_COUNT: u64 = 100;
+    const CATCHUP_ENTRIES: u64 = 400;
+    let mut cluster = Cluster::start_with(ClusterOptions {
+        snapshot_count: Some(SNAPSHOT_COUNT),
+        snapshot_catchup_entries: Some(CATCHUP_ENTRIES),
+        ..ClusterOptions::new(3)
+    })
+    .await;
+    let leader = cluster.wait_leader().await;
+    let follower = (leader + 1) % 3;
+
+    // History enough that the leader snapshots (at applied - 400) while
+    // the follower is still up.
+    let warmup = Load::start(&cluster, 4, "catchup/a/").await;
+    warmup.wait_acked(700, Duration::from_secs(60)).await;
+    let mut acked = warmup.stop().await;
+    let mut c = cluster.client(leader).await;
+    let marker = c.put("catchup/marker", "m", None).await.expect("put");
+    let marker_revision = marker.header().unwrap().revision();
+    acked.insert("catchup/marker".into(), ("m".into(), marker_revision));
+    assert_member_has(&cluster, follower, &acked, "catchup/", marker_revision).await;
+    let follower_index = cluster
+        .status(follower)
+        .await
+        .expect("follower status")
+        .raft_index();
+    cluster.stop(follower);
+
+    // Fewer writes than the catch-up margin while it is away.
+    let load = Load::start(&cluster, 4, "catchup/b/").await;
+    load.wait_acked(150, Duration::from_secs(60)).await;
+    acked.extend(load.stop().await);
+    let last = c.put("catchup/last", "l", None).await.expect("put");
+    let last_revision = last.header().unwrap().revision();
+    acked.insert("catchup/last".into(), ("l".into(), last_revision));
+
+    let leader_snapshots = cluster.members[leader].snapshot_files();
+    let newest = leader_snapshots
+        .last()
+        .map(|(index, _)| *index)
+        .expect("the leader must have snapshotted");
+    assert!(
+        newest <= follower_index,
+        "the leader kept the entries after index {follower_index} (snapshots \
+         {leader_snapshots:?})"
+    );
+
+    cluster.restart(follower);
+    assert_member_has(&cluster, follower, &acked, "catchup/", last_revision).await;
+    assert!(
+        !cluster.members[follower]
+            .log_since_start()
+            .contains(SNAPSHOT_INSTALLED),
+        "caught up by snapshot, not from the log:\n{}",
+        cluster.members[follower].log_since_start()
+    );
+    cluster.assert_all_alive();
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn stopped_follower_catches_up_from_a_snapshot() {
     const SNAPSHOT_COUNT: u64 = 100;
     let mut cluster = Cluster::start_with(ClusterOptions {
         snapshot_count: Some(SNAPSHOT_COUNT),
+        // Compact right up to each snapshot: the follower must need one.
+        snapshot_catchup_entries: Some(0),
         ..ClusterOptions::new(3)
     })
     .await;
@@ -357,6 +427,12 @@ async fn stopped_follower_catches_up_from_a_snapshot() {
 
     cluster.restart(follower);
     assert_member_has(&cluster, follower, &acked, "snap/", last_revision).await;
+    assert!(
+        cluster.members[follower]
+            .log_since_start()
+            .contains(SNAPSHOT_INSTALLED),
+        "the follower must have caught up by snapshot"
+    );
     // Nothing extra either: the same keys, nothing resurrected.
     let mut on_follower = cluster.client(follower).await;
     let all = on_follower

@@ -138,6 +138,11 @@ pub struct MemberStatus {
 /// nemesis (etcd's default of 100,000 would never snapshot in a check).
 pub const SNAPSHOT_COUNT: u64 = 500;
 
+/// `--experimental-snapshot-catchup-entries` of the members: small as well,
+/// so that a short absence is caught up from the log and a long one by
+/// snapshot, and a check exercises both.
+pub const SNAPSHOT_CATCHUP_ENTRIES: u64 = 100;
+
 /// What to start.
 #[derive(Clone, Debug)]
 pub struct ClusterSpec {
@@ -155,6 +160,8 @@ pub struct ClusterSpec {
     pub election_timeout_ms: u64,
     /// `--snapshot-count`.
     pub snapshot_count: u64,
+    /// `--experimental-snapshot-catchup-entries`.
+    pub snapshot_catchup_entries: u64,
 }
 
 impl ClusterSpec {
@@ -169,6 +176,7 @@ impl ClusterSpec {
             heartbeat_interval_ms: HEARTBEAT_INTERVAL_MS,
             election_timeout_ms: ELECTION_TIMEOUT_MS,
             snapshot_count: SNAPSHOT_COUNT,
+            snapshot_catchup_entries: SNAPSHOT_CATCHUP_ENTRIES,
         }
     }
 }
@@ -949,6 +957,10 @@ impl Cluster {
                 &self.spec.election_timeout_ms.to_string(),
             ])
             .args(["--snapshot-count", &self.spec.snapshot_count.to_string()])
+            .args([
+                "--experimental-snapshot-catchup-entries",
+                &self.spec.snapshot_catchup_entries.to_string(),
+            ])
             .arg("--enable-fault-injection")
             .args(["--fault-admin-url", &url(member.admin_port)])
             .stdin(Stdio::null())

@@ -24,6 +24,12 @@ pub const DEFAULT_ELECTION_MS: u64 = 1000;
 /// keys), so taking one every 10,000 entries cost more than the WAL replay
 /// it saves (restart time with a full WAL is measured in BENCHMARKS.md).
 pub const DEFAULT_SNAPSHOT_COUNT: u64 = 100_000;
+
+/// Entries a snapshot leaves in the log behind it, so that a follower that
+/// was briefly away catches up from the log instead of by a whole-store
+/// snapshot (etcd's `SnapshotCatchUpEntries`, 5,000; etcd 3.5's
+/// `--experimental-snapshot-catchup-entries`).
+pub const DEFAULT_SNAPSHOT_CATCHUP_ENTRIES: u64 = 5_000;
 /// etcd's default backend quota (2 GiB).
 pub const DEFAULT_QUOTA_BACKEND_BYTES: u64 = 2 * 1024 * 1024 * 1024;
 
@@ -60,6 +66,8 @@ pub struct NodeConfig {
     pub election_timeout_ms: u64,
     /// `--snapshot-count`.
     pub snapshot_count: u64,
+    /// `--experimental-snapshot-catchup-entries`.
+    pub snapshot_catchup_entries: u64,
     /// Enables the fault-injection admin calls used by `concord check`.
     pub enable_fault_injection: bool,
     /// Where the fault-injection admin HTTP endpoint listens (test only).
@@ -86,6 +94,7 @@ impl NodeConfig {
             heartbeat_interval_ms: DEFAULT_HEARTBEAT_MS,
             election_timeout_ms: DEFAULT_ELECTION_MS,
             snapshot_count: DEFAULT_SNAPSHOT_COUNT,
+            snapshot_catchup_entries: DEFAULT_SNAPSHOT_CATCHUP_ENTRIES,
             enable_fault_injection: false,
             fault_admin_url: None,
         }

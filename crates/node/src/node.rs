@@ -553,6 +553,7 @@ pub fn start(config: NodeConfig) -> Result<RunningNode, StartError> {
         inbox: inbox_rx,
         tick: Duration::from_millis(config.heartbeat_interval_ms),
         snapshot_count: config.snapshot_count,
+        snapshot_catchup_entries: config.snapshot_catchup_entries,
         client_urls: config.advertise_client_urls.clone(),
         lessor: LessorConfig {
             promotion_extension: Duration::from_millis(config.election_timeout_ms),

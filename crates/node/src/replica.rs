@@ -313,6 +313,8 @@ pub struct ReplicaParts {
     pub tick: Duration,
     /// Applied entries between snapshots.
     pub snapshot_count: u64,
+    /// Entries a snapshot leaves in the log behind it.
+    pub snapshot_catchup_entries: u64,
     /// Client URLs to publish.
     pub client_urls: Vec<String>,
     /// Settings of the leader's lessor.
@@ -332,6 +334,7 @@ pub struct Replica {
     inbox: InboxReceiver<Request>,
     tick: Duration,
     snapshot_count: u64,
+    snapshot_catchup_entries: u64,
     client_urls: Vec<String>,
     next_sequence: u64,
     waiters: HashMap<u64, Waiter>,
@@ -437,6 +440,7 @@ impl Replica {
             inbox: parts.inbox,
             tick: parts.tick,
             snapshot_count: parts.snapshot_count,
+            snapshot_catchup_entries: parts.snapshot_catchup_entries,
             client_urls: parts.client_urls,
             next_sequence: start,
             waiters: HashMap::new(),
@@ -1072,6 +1076,10 @@ impl Replica {
             ));
         };
         self.store.restore_from(store_stream)?;
+        tracing::info!(
+            index = snapshot.meta.index.0,
+            "installed a snapshot from the leader"
+        );
         compact_after_restore(&mut self.store);
         self.members = members;
         self.members.applied_index = snapshot.meta.index.0;
@@ -1106,28 +1114,39 @@ impl Replica {
     /// The snapshot is a reference to the store (see
     /// [`SNAPSHOT_FORMAT_REFERENCE`]), so it costs one durable store commit
     /// and a small file, however large the store is.
+    /// Takes a snapshot every `snapshot_count` applied entries, at
+    /// `snapshot_catchup_entries` behind the applied index, and compacts
+    /// the log up to it: the entries after it stay, so a follower that
+    /// fell less than that behind catches up from the log (a snapshot of a
+    /// large store costs seconds to send and install).
     fn maybe_snapshot(&mut self) -> Result<(), ReplicaError> {
         let applied = LogIndex(self.store.applied_index());
-        if applied.0 < self.last_snapshot_index.0 + self.snapshot_count
-            || applied > self.raft.log().applied()
-        {
+        if applied > self.raft.log().applied() {
             return Ok(());
         }
-        // The reference promises the store holds everything through
-        // `applied` after any crash.
+        let Some(index) = applied.0.checked_sub(self.snapshot_catchup_entries) else {
+            return Ok(());
+        };
+        if index < self.last_snapshot_index.0 + self.snapshot_count {
+            return Ok(());
+        }
+        let index = LogIndex(index);
+        // The reference promises the store holds everything through its
+        // index after any crash (the store is at `applied`, past it; replay
+        // skips what the store already has).
         self.store.flush()?;
         let data = encode_snapshot_reference(&self.members);
-        let meta = match self.raft.compact(applied, data.clone()) {
-            Ok(meta) if meta.index == applied => meta,
+        let meta = match self.raft.compact(index, data.clone()) {
+            Ok(meta) if meta.index == index => meta,
             // Not compactable, or a snapshot from the leader is newer.
             _ => return Ok(()),
         };
         let mut storage = self.wal.drain()?;
         storage.save_snapshot(&Snapshot { meta, data })?;
         self.raft.release_snapshot_data();
-        let keep_from = LogIndex(self.store.durable_applied_index().min(applied.0));
+        let keep_from = LogIndex(self.store.durable_applied_index().min(index.0));
         storage.compact(keep_from)?;
-        self.last_snapshot_index = applied;
+        self.last_snapshot_index = index;
         Ok(())
     }
 

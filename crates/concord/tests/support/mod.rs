@@ -186,6 +186,8 @@ pub struct ClusterOptions {
     pub size: usize,
     /// `--snapshot-count`, if not the default.
     pub snapshot_count: Option<u64>,
+    /// `--experimental-snapshot-catchup-entries`, if not the default.
+    pub snapshot_catchup_entries: Option<u64>,
     /// `--max-request-bytes`, if not the default.
     pub max_request_bytes: Option<usize>,
 }
@@ -196,6 +198,7 @@ impl ClusterOptions {
         ClusterOptions {
             size,
             snapshot_count: None,
+            snapshot_catchup_entries: None,
             max_request_bytes: None,
         }
     }
@@ -246,6 +249,11 @@ impl Member {
     /// Process id of the running member, if any.
     pub fn pid(&self) -> Option<u32> {
         self.process.as_ref().and_then(ChildGuard::pid)
+    }
+
+    /// What the member's current process has logged so far.
+    pub fn log_since_start(&self) -> String {
+        log_since(&self.log_path, self.log_offset)
     }
 
     /// Whether a process is running for this member (as far as we know).
@@ -400,6 +408,9 @@ impl Cluster {
             .args(["--election-timeout", &ELECTION_MS.to_string()]);
         if let Some(n) = self.options.snapshot_count {
             cmd.args(["--snapshot-count", &n.to_string()]);
+        }
+        if let Some(n) = self.options.snapshot_catchup_entries {
+            cmd.args(["--experimental-snapshot-catchup-entries", &n.to_string()]);
         }
         if let Some(n) = self.options.max_request_bytes {
             cmd.args(["--max-request-bytes", &n.to_string()]);
