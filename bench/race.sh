@@ -87,6 +87,9 @@ cleanup() {
     kill -9 "${PIDS[$name]}" 2>/dev/null || true
   done
   wait 2>/dev/null || true
+  # The members' data (gigabytes after the 1M-key part) is of no use once
+  # they are gone; the logs and results.jsonl stay.
+  rm -rf "$WORK"/etcd[0-9] "$WORK"/concord[0-9] "$CONCORD"
 }
 trap cleanup EXIT
 trap 'echo "race.sh: command failed at line $LINENO" >&2' ERR
