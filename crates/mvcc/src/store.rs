@@ -894,10 +894,10 @@ impl StoreReader {
     /// the compacted revision is [`MvccError::Compacted`] (etcd's watch
     /// rule: strictly below; a watch may start at the compacted revision).
     ///
-    /// The versions are read without the lock (a span walks `revs` in
-    /// revision order); the lock is taken again briefly to find each
-    /// event's `prev_kv` in the index, and the call starts over if versions
-    /// went away in between (a compaction or a restore was published).
+    /// The versions are read without the lock, from one consistent view (a
+    /// span walks `revs` in revision order). Events carry no `prev_kv`: the
+    /// watch layer reads it with [`Self::prev_version`] for watchers that
+    /// ask.
     pub fn events_since(
         &self,
         start_revision: i64,
@@ -905,24 +905,8 @@ impl StoreReader {
         range_end: &[u8],
         limit: usize,
     ) -> Result<EventBatch, MvccError> {
-        loop {
-            if let Some(batch) = self.try_events_since(start_revision, key, range_end, limit)? {
-                return Ok(batch);
-            }
-            std::thread::yield_now();
-        }
-    }
-
-    /// [`Self::events_since`], or `None` if it has to start over.
-    fn try_events_since(
-        &self,
-        start_revision: i64,
-        key: &[u8],
-        range_end: &[u8],
-        limit: usize,
-    ) -> Result<Option<EventBatch>, MvccError> {
         let (state, txn) = self.consistent()?;
-        let (revision, compacted, epoch) = (state.revision, state.compacted, state.epoch);
+        let (revision, compacted) = (state.revision, state.compacted);
         if start_revision < compacted {
             return Err(MvccError::Compacted {
                 compact_revision: compacted,
@@ -953,15 +937,15 @@ impl StoreReader {
             table: &revs,
         };
         let limit = if limit == 0 { usize::MAX } else { limit };
-        let mut ats: Vec<(i64, u32)> = Vec::new();
+        let mut last_main: Option<i64> = None;
         // Returns false once the batch is full at a revision boundary.
         let mut push = |record: Record<'_>, batch: &mut EventBatch| -> bool {
             let main = record.mod_main;
-            if batch.events.len() >= limit && ats.last().is_some_and(|l| l.0 != main) {
+            if batch.events.len() >= limit && last_main.is_some_and(|last| last != main) {
                 batch.next_revision = main;
                 return false;
             }
-            ats.push((main, record.mod_sub));
+            last_main = Some(main);
             batch.events.push(if record.tombstone {
                 Event {
                     kind: EventKind::Delete,
@@ -1002,35 +986,7 @@ impl StoreReader {
             }
         }
 
-        // Each event's previous version, from the index as it was.
-        let prevs: Vec<Option<Rev>> = {
-            let state = self.shared.read();
-            if state.epoch != epoch {
-                return Ok(None);
-            }
-            batch
-                .events
-                .iter()
-                .zip(&ats)
-                .map(|(event, at)| {
-                    let history = state
-                        .keys
-                        .get(event.kv.key.as_slice())
-                        .map_or(&[][..], |v| &v[..]);
-                    let before = history.partition_point(|r| r.at() < *at);
-                    before
-                        .checked_sub(1)
-                        .map(|i| history[i])
-                        .filter(|p| !p.tombstone)
-                })
-                .collect()
-        };
-        for (event, prev) in batch.events.iter_mut().zip(prevs) {
-            if let Some(p) = prev {
-                event.prev_kv = Some(records.with_record(p, |r| Ok(r.to_kv(true)))?);
-            }
-        }
-        Ok(Some(batch))
+        Ok(batch)
     }
 
     /// etcd's HashKV: crc32c (Castagnoli, as etcd) over every stored

@@ -401,11 +401,11 @@ pub enum EventKind {
 /// etcd's `mvccpb.Event`.
 ///
 /// For a DELETE, `kv` holds only the key and `mod_revision` (the deletion
-/// revision), exactly as etcd reports it. `prev_kv`: events of
-/// [`crate::Store::apply_batch`] never carry it (apply does not read previous
-/// values back); [`crate::StoreReader::events_since`] fills it when the key
-/// existed before. The watch layer reads it with
-/// [`crate::StoreReader::prev_version`] for watchers that ask, as etcd does.
+/// revision), exactly as etcd reports it. `prev_kv`: neither
+/// [`crate::Store::apply_batch`] nor [`crate::StoreReader::events_since`]
+/// fills it (neither reads previous values back); the watch layer reads it
+/// with [`crate::StoreReader::prev_version`], only for watchers that ask, as
+/// etcd's watch stream does.
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]
 pub struct Event {
     /// PUT or DELETE.

@@ -241,13 +241,15 @@ fn compaction_inside_a_batch_sees_the_batch_and_later_commands_see_it() {
     );
     let a = h.get("a").unwrap();
     assert_eq!((a.create_revision, a.version, a.mod_revision), (2, 3, 7));
-    let events = h.store.reader().events_since(6, b"a", b"c", 0).unwrap();
+    let reader = h.store.reader();
+    let events = reader.events_since(6, b"a", b"c", 0).unwrap();
     assert_eq!(events.events.len(), 2);
-    assert_eq!(events.events[1].prev_kv.as_ref().unwrap().value, b"2");
-    assert!(
-        events.events[0].prev_kv.is_none(),
-        "b's tombstone is compacted"
-    );
+    let prev = |i: usize| {
+        let kv = &events.events[i].kv;
+        reader.prev_version(&kv.key, kv.mod_revision).unwrap()
+    };
+    assert_eq!(prev(1).unwrap().value, b"2");
+    assert!(prev(0).is_none(), "b's tombstone is compacted");
 }
 
 #[test]

@@ -121,14 +121,13 @@ impl Watcher {
         }
     }
 
-    /// The event as sent to this watcher. Live events carry no `prev_kv`
-    /// (apply does not read previous values); a watcher that asked for it
-    /// gets it read from `reader` here, as etcd's watch stream does.
+    /// The event as sent to this watcher. Events, live or from history,
+    /// carry no `prev_kv` (the store does not read previous values for
+    /// them); a watcher that asked for it gets it read from `reader` here,
+    /// as etcd's watch stream does.
     fn to_pb(&self, event: &Event, reader: &StoreReader) -> mvccpb::Event {
         let prev_kv = if !self.prev_kv {
             None
-        } else if let Some(prev) = &event.prev_kv {
-            Some(prev.clone())
         } else {
             // A failed read leaves prev_kv out, like a compacted one: the
             // event itself must still be delivered.
@@ -776,6 +775,39 @@ mod tests {
         let response = client.recv().await;
         assert_eq!(response.watch_id, plain.watch_id);
         assert!(response.events.iter().all(|e| e.prev_kv.is_none()));
+    }
+
+    /// A watch over a prefix that starts in the past gets each event's
+    /// previous version read at send time (history carries none).
+    #[tokio::test]
+    async fn history_prev_kv_over_a_prefix() {
+        let mut h = Harness::new(64);
+        h.put("p/a", "a1"); // 2
+        h.put("p/b", "b1"); // 3
+        h.put("p/a", "a2"); // 4
+        h.apply(Command::DeleteRange(DeleteRangeRequest {
+            key: "p/b".into(),
+            ..Default::default()
+        })); // 5
+        let mut client = h.client();
+        let mut request = create("p/", 2);
+        request.range_end = b"p0".to_vec();
+        request.prev_kv = true;
+        client.create(request).await;
+        let mut events = Vec::new();
+        while events.len() < 4 {
+            events.extend(client.recv().await.events);
+        }
+        let prevs: Vec<Option<&[u8]>> = events
+            .iter()
+            .map(|e| e.prev_kv.as_ref().map(|p| p.value.as_slice()))
+            .collect();
+        assert_eq!(
+            prevs,
+            [None, None, Some(&b"a1"[..]), Some(&b"b1"[..])],
+            "{events:?}"
+        );
+        assert_eq!(events[3].r#type, mvccpb::event::EventType::Delete as i32);
     }
 
     #[tokio::test]
