@@ -175,11 +175,7 @@ fn etcdctl_sees_concord_as_it_sees_etcd() {
         println!("etcd not installed (needed as the reference): skipping");
         return;
     }
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .expect("runtime");
+    let runtime = support::runtime();
     let etcd = Etcd::start(3, "etcdctl-compat");
     let concord = runtime.block_on(Cluster::start(3));
 
@@ -507,11 +503,7 @@ fn etcdctl_takes_endpoints_with_a_scheme() {
         println!("etcdctl not installed: skipping");
         return;
     }
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .expect("runtime");
+    let runtime = support::runtime();
     let concord = runtime.block_on(Cluster::start(3));
     let one = concord.members[0].client_url();
     let all = concord

@@ -24,7 +24,7 @@ use std::process::{Command, Stdio};
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 use support::etcd::{etcdctl_command, on_path, Etcd, Output};
-use support::{free_ports, ChildGuard, Cluster};
+use support::{free_ports, runtime, ChildGuard, Cluster};
 
 /// How long a long-running etcdctl gets to print an expected line.
 const LINE_TIMEOUT: Duration = Duration::from_secs(20);
@@ -37,14 +37,6 @@ fn tools_present() -> bool {
         }
     }
     true
-}
-
-fn runtime() -> tokio::runtime::Runtime {
-    tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .expect("runtime")
 }
 
 /// Runs etcdctl to completion with no input.

@@ -219,11 +219,7 @@ fn json_gateway_answers_as_etcds() {
         println!("etcd not installed (needed as the reference): skipping");
         return;
     }
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .expect("runtime");
+    let runtime = support::runtime();
     let etcd = Etcd::start(1, "gateway-compat");
     let concord = runtime.block_on(Cluster::start(1));
     etcd.wait_healthy();

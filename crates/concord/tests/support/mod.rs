@@ -299,6 +299,16 @@ pub struct Cluster {
     _dir: tempfile::TempDir,
 }
 
+/// The runtime a synchronous test drives its async helpers with (two
+/// workers, as many as the machine has cores).
+pub fn runtime() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .expect("runtime")
+}
+
 /// Path of the `concord` binary cargo built for these tests.
 pub fn concord_bin() -> &'static str {
     env!("CARGO_BIN_EXE_concord")
