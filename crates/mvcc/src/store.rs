@@ -39,10 +39,10 @@
 //! 6. `durable_applied_index <= applied_index`; everything up to the former
 //!    survives a crash; the latter may roll back to it.
 //! 7. Readers never hold the lock while they read values from redb (except
-//!    `verify`, a test tool). A reader that takes the lock a second time
-//!    (`events_since`) compares `epoch` to know that the index still
-//!    describes its transaction. An apply batch holds the read lock while
-//!    it applies and the write lock only to publish.
+//!    `verify`, a test tool); each takes it once, with its redb
+//!    transaction, so the index it reads describes that transaction. An
+//!    apply batch holds the read lock while it applies and the write lock
+//!    only to publish.
 //! 8. Deferred commits: at most one write transaction is open, held by the
 //!    Store across batches; every write transaction begins by taking it
 //!    (redb allows one writer). A batch that changes `leases` or
@@ -184,11 +184,6 @@ pub(crate) struct State {
     revision: i64,
     compacted: i64,
     applied_index: u64,
-    /// Bumped whenever versions go away (a compaction is published, a
-    /// snapshot restored), so that a reader that released the lock can
-    /// tell whether the index it comes back to still describes its redb
-    /// transaction.
-    epoch: u64,
     /// Published records no commit holds yet (`pending.rs`).
     pending: Pending,
 }
@@ -380,7 +375,6 @@ impl Store {
             revision,
             compacted,
             applied_index: applied,
-            epoch: 0,
             pending: Pending::default(),
         };
         let writeback = (options.commit_durability == CommitDurability::Deferred)
@@ -527,9 +521,6 @@ impl Store {
                         state.keys.insert(key, revs);
                     }
                 }
-            }
-            if outcome.compacted != state.compacted {
-                state.epoch += 1;
             }
             index::apply_cuts(&mut state.keys, outcome.compact_cuts);
             state.revision = outcome.revision;
@@ -698,7 +689,6 @@ impl Store {
             state.revision = meta.revision;
             state.compacted = meta.compact_revision;
             state.applied_index = meta.applied_index;
-            state.epoch += 1;
             state.pending.clear();
         }
         self.revision = meta.revision;
