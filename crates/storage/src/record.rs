@@ -158,8 +158,23 @@ pub(crate) fn read_frame(buf: &[u8]) -> Frame<'_> {
 /// Used only on the failure path, to tell a torn tail (nothing valid after
 /// the damage) from damage in the middle of the log.
 pub(crate) fn valid_record_after(buf: &[u8], from: usize) -> bool {
-    (from..buf.len().saturating_sub(RECORD_HEADER_BYTES - 1))
-        .any(|off| matches!(read_frame(&buf[off..]), Frame::Valid { .. }))
+    let mut off = from;
+    while off + RECORD_HEADER_BYTES <= buf.len() {
+        // A record's length is at least 1, so one of its first four bytes
+        // is not zero: a run of zeros (reserved space) is skipped whole.
+        if buf[off..off + 4] == [0; 4] {
+            match buf[off..].iter().position(|&b| b != 0) {
+                Some(nonzero) => off = (off + nonzero).saturating_sub(3).max(off + 1),
+                None => return false,
+            }
+            continue;
+        }
+        if matches!(read_frame(&buf[off..]), Frame::Valid { .. }) {
+            return true;
+        }
+        off += 1;
+    }
+    false
 }
 
 /// Parses a body whose checksum matched.

@@ -17,15 +17,15 @@
 //!    memory and disk exactly as they were.
 
 use crate::error::{Result, StorageError};
-use crate::fsutil::{self, TMP_SUFFIX};
+use crate::fsutil::{self, FileBytes, TMP_SUFFIX};
 use crate::hard_state;
 use crate::record::ENTRY_DATA_BYTES_MAX;
 use crate::replay::Replay;
 use crate::snapshot::{self, SnapFile, SNAPSHOTS_KEPT};
 use crate::terms::TermRuns;
 use crate::wal::{
-    self, SegmentInfo, TornTail, Wal, WalLimits, SEGMENT_BYTES_DEFAULT, SEGMENT_BYTES_LIMIT,
-    SEGMENT_FILE_BYTES_LIMIT, WRITE_FLUSH_BYTES_DEFAULT,
+    self, SegmentEnd, SegmentInfo, TornTail, Wal, WalLimits, SEGMENT_BYTES_DEFAULT,
+    SEGMENT_BYTES_LIMIT, SEGMENT_FILE_BYTES_LIMIT, WRITE_FLUSH_BYTES_DEFAULT,
 };
 use concord_raft::{Entry, HardState, LogIndex, NodeId, Snapshot, Term};
 use std::fs::{self, OpenOptions};
@@ -205,7 +205,13 @@ impl RaftStorage {
             .as_ref()
             .map_or((LogIndex(0), Term(0)), |s| (s.meta.index, s.meta.term));
 
-        let (segments, replay, torn) = replay_segments(dir, listing.segments, base)?;
+        let (segments, replay, torn) = match replay_segments(dir, &listing.segments, base, true)? {
+            Some(done) => done,
+            // The newest segment's records run into its unread zero tail
+            // (only after a crash): replay again, reading all of it.
+            None => replay_segments(dir, &listing.segments, base, false)?
+                .expect("a whole read always ends"),
+        };
         let replayed = replay.finish()?;
         let reset_needed = replayed.reset_needed;
         if reset_needed {
@@ -681,11 +687,17 @@ struct Tail {
 /// Replays every segment in order into a [`Replay`]. Returns the segments
 /// (with their max indexes), the replay, and the newest segment's tail.
 /// Changes nothing on disk.
+///
+/// With `skip_zero_tail`, the newest segment's reserved space is not read
+/// (see [`fsutil::read_skipping_zero_tail`]); `None` then means its records
+/// run into that space and the replay must be done again without skipping.
 fn replay_segments(
     dir: &Path,
-    mut segments: Vec<SegmentInfo>,
+    segments: &[SegmentInfo],
     base: (LogIndex, Term),
-) -> Result<(Vec<SegmentInfo>, Replay, Tail)> {
+    skip_zero_tail: bool,
+) -> Result<Option<(Vec<SegmentInfo>, Replay, Tail)>> {
+    let mut segments = segments.to_vec();
     for pair in segments.windows(2) {
         if pair[1].seq != pair[0].seq + 1 {
             return Err(StorageError::Inconsistent {
@@ -717,18 +729,33 @@ fn replay_segments(
                 "segment file larger than any segment this storage writes",
             ));
         }
-        let data = fsutil::read_file(&seg.path)?;
+        let read = if is_last && skip_zero_tail {
+            fsutil::read_skipping_zero_tail(&seg.path)?
+        } else {
+            FileBytes {
+                bytes: fsutil::read_file(&seg.path)?,
+                zeros_after: 0,
+            }
+        };
         let path = seg.path.clone();
-        let (torn, max_index) = wal::scan_segment(seg, &data, is_last, |rec, off| {
-            replay.record(rec, &path, off)
-        })?;
+        let (end, max_index) =
+            wal::scan_segment(seg, &read.bytes, read.zeros_after, is_last, |rec, off| {
+                replay.record(rec, &path, off)
+            })?;
         seg.max_index = max_index;
-        tail = Tail {
-            valid_len: data.len() as u64,
-            cut: torn,
+        tail = match end {
+            SegmentEnd::Clean { valid_len } => Tail {
+                valid_len,
+                cut: None,
+            },
+            SegmentEnd::Torn(torn) => Tail {
+                valid_len: torn.offset,
+                cut: Some(torn),
+            },
+            SegmentEnd::NeedsWholeFile => return Ok(None),
         };
     }
-    Ok((segments, replay, tail))
+    Ok(Some((segments, replay, tail)))
 }
 
 /// Cuts a torn tail durably, so the next appends land right after the last

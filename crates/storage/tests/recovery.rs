@@ -98,7 +98,13 @@ fn record_ends(data_lens: &[usize]) -> Vec<usize> {
 fn torn_tail_is_cut_at_every_byte_offset() {
     let tmp = tempfile::tempdir().unwrap();
     let src = tmp.path().join("src");
-    let (mut s, _) = open(&src);
+    // Reserved space is read back whole by the checks below, for every cut:
+    // a small segment keeps that quick.
+    let opts = StorageOptions {
+        segment_bytes_max: 64 << 10,
+        ..StorageOptions::default()
+    };
+    let (mut s, _) = open_with(&src, opts);
     let written: Vec<_> = (1..=4u64)
         .map(|i| entry(i, 1, &vec![i as u8; (i * 5) as usize]))
         .collect();
@@ -107,48 +113,62 @@ fn torn_tail_is_cut_at_every_byte_offset() {
     drop(s);
     let wal = wal_files(&src).pop().unwrap();
     let name = wal.file_name().unwrap().to_owned();
-    let bytes = fs::read(&wal).unwrap();
+    let bytes = segment_records(&wal);
     let ends = record_ends(&written.iter().map(|e| e.data.len()).collect::<Vec<_>>());
     assert_eq!(*ends.last().unwrap(), bytes.len());
 
-    for cut in SEGMENT_HEADER_RECORD_BYTES..=bytes.len() {
-        let dir = tmp.path().join(format!("cut{cut}"));
+    // A write is torn either at the end of the file (`padded` false) or
+    // inside the newest segment's reserved space, where zeros follow it.
+    const RESERVED_TAIL_BYTES: u64 = 1 << 20;
+    for (cut, padded) in
+        (SEGMENT_HEADER_RECORD_BYTES..=bytes.len()).flat_map(|cut| [(cut, false), (cut, true)])
+    {
+        let dir = tmp.path().join(format!("cut{cut}-{padded}"));
         fs::create_dir(&dir).unwrap();
         fs::write(dir.join(&name), &bytes[..cut]).unwrap();
+        let file_len = if padded {
+            let len = (cut as u64) + RESERVED_TAIL_BYTES;
+            let f = fs::OpenOptions::new().write(true).open(dir.join(&name));
+            f.unwrap().set_len(len).unwrap();
+            len
+        } else {
+            cut as u64
+        };
         let whole = ends.iter().filter(|&&e| e <= cut).count();
 
-        let (mut s, rec) = open(&dir);
-        assert_eq!(rec.entries, written[..whole], "cut at {cut}");
+        let (mut s, rec) = open_with(&dir, opts);
+        let case = format!("cut at {cut}, padded {padded}");
+        assert_eq!(rec.entries, written[..whole], "{case}");
         let at_boundary = cut == SEGMENT_HEADER_RECORD_BYTES || ends.contains(&cut);
-        if at_boundary {
-            assert!(rec.notes.is_empty(), "cut at {cut}: {:?}", rec.notes);
+        let offset = if whole == 0 {
+            SEGMENT_HEADER_RECORD_BYTES
         } else {
-            let offset = if whole == 0 {
-                SEGMENT_HEADER_RECORD_BYTES
-            } else {
-                ends[whole - 1]
-            };
+            ends[whole - 1]
+        };
+        if at_boundary {
+            assert!(rec.notes.is_empty(), "{case}: {:?}", rec.notes);
+        } else {
             assert_eq!(
                 rec.notes,
                 vec![RecoveryNote::TornTailCut {
                     path: dir.join(&name),
                     offset: offset as u64,
-                    bytes_dropped: (cut - offset) as u64,
+                    bytes_dropped: file_len - offset as u64,
                 }],
-                "cut at {cut}"
+                "{case}"
             );
-            assert_eq!(fs::metadata(dir.join(&name)).unwrap().len(), offset as u64);
         }
+        assert_segment_holds(&dir.join(&name), &bytes[..offset]);
 
         // The log can be appended again right after the valid prefix.
         let next = whole as u64 + 1;
         s.append(&[entry(next, 2, b"after the cut")]).unwrap();
         s.sync().unwrap();
         drop(s);
-        let (_, rec) = open(&dir);
+        let (_, rec) = open_with(&dir, opts);
         let mut want = written[..whole].to_vec();
         want.push(entry(next, 2, b"after the cut"));
-        assert_eq!(rec.entries, want, "cut at {cut}, reopened");
+        assert_eq!(rec.entries, want, "{case}, reopened");
         assert!(rec.notes.is_empty());
     }
 }
@@ -180,13 +200,22 @@ fn five_entries(dir: &Path) -> (std::path::PathBuf, Vec<u8>, Vec<usize>) {
     s.sync().unwrap();
     drop(s);
     let wal = wal_files(dir).pop().unwrap();
-    let bytes = fs::read(&wal).unwrap();
+    let bytes = segment_records(&wal);
     let ends = record_ends(&es.iter().map(|e| e.data.len()).collect::<Vec<_>>());
+    assert_eq!(bytes.len(), *ends.last().unwrap());
     (wal, bytes, ends)
 }
 
+/// Overwrites bytes of a file in place, keeping its size (and so the
+/// newest segment's reserved space after them).
+fn write_in_place(path: &Path, at: u64, data: &[u8]) {
+    use std::os::unix::fs::FileExt;
+    let f = fs::OpenOptions::new().write(true).open(path).unwrap();
+    f.write_all_at(data, at).unwrap();
+}
+
 #[test]
-fn zeroed_or_garbage_tails_are_cut() {
+fn zeros_end_the_log_and_garbage_tails_are_cut() {
     let tmp = tempfile::tempdir().unwrap();
     let (wal, bytes, _) = five_entries(tmp.path());
     let tails: [&[u8]; 3] = [
@@ -194,17 +223,86 @@ fn zeroed_or_garbage_tails_are_cut() {
         b"\x07 not a record at all, just noise",
         &[0xff; 5],
     ];
-    for tail in tails {
-        let mut b = bytes.clone();
-        b.extend_from_slice(tail);
-        fs::write(&wal, &b).unwrap();
+    for (tail, in_place) in tails.iter().flat_map(|t| [(t, false), (t, true)]) {
+        let case = format!("tail {tail:?}, in place {in_place}");
+        if in_place {
+            // Inside the reserved space: zeros follow the garbage.
+            write_in_place(&wal, bytes.len() as u64, tail);
+        } else {
+            let mut b = bytes.clone();
+            b.extend_from_slice(tail);
+            fs::write(&wal, &b).unwrap();
+        }
         let (_, rec) = open(tmp.path());
-        assert_eq!(indexes(&rec.entries), vec![1, 2, 3, 4, 5]);
-        assert!(matches!(
-            rec.notes.as_slice(),
-            [RecoveryNote::TornTailCut { offset, .. }] if *offset == bytes.len() as u64
-        ));
-        assert_eq!(fs::read(&wal).unwrap(), bytes);
+        assert_eq!(indexes(&rec.entries), vec![1, 2, 3, 4, 5], "{case}");
+        if tail.iter().all(|&b| b == 0) {
+            assert!(rec.notes.is_empty(), "{case}: {:?}", rec.notes);
+        } else {
+            assert!(
+                matches!(
+                    rec.notes.as_slice(),
+                    [RecoveryNote::TornTailCut { offset, .. }] if *offset == bytes.len() as u64
+                ),
+                "{case}: {:?}",
+                rec.notes
+            );
+        }
+        assert_segment_holds(&wal, &bytes);
+    }
+}
+
+#[test]
+fn the_newest_segment_is_preallocated_and_sealed_ones_hold_only_records() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (mut s, _) = open(tmp.path());
+    s.append(&entries(1, 3, 1)).unwrap();
+    s.sync().unwrap();
+    let wal = wal_files(tmp.path()).pop().unwrap();
+    // This project's machines (ext4, tmpfs) support preallocation; a file
+    // system without it would make this fail, and the WAL slower there.
+    assert_eq!(
+        fs::metadata(&wal).unwrap().len(),
+        concord_storage::SEGMENT_BYTES_DEFAULT
+    );
+    drop(s);
+
+    let small = small_segments();
+    let (mut s, _) = open_with(tmp.path(), small);
+    s.append(&entries(4, 60, 1)).unwrap();
+    s.sync().unwrap();
+    let segs = wal_files(tmp.path());
+    assert!(segs.len() >= 3, "{segs:?}");
+    let (newest, sealed) = segs.split_last().unwrap();
+    for seg in sealed {
+        let len = fs::metadata(seg).unwrap().len();
+        assert_eq!(len, segment_records(seg).len() as u64, "{}", seg.display());
+    }
+    assert!(fs::metadata(newest).unwrap().len() >= small.segment_bytes_max);
+    drop(s);
+    let (_, rec) = open_with(tmp.path(), small);
+    assert_eq!(indexes(&rec.entries), (1..=60).collect::<Vec<_>>());
+    assert!(rec.notes.is_empty(), "{:?}", rec.notes);
+}
+
+#[test]
+fn zeros_after_the_records_of_a_sealed_segment_are_corruption() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (mut s, _) = open_with(tmp.path(), small_segments());
+    s.append(&entries(1, 40, 1)).unwrap();
+    s.sync().unwrap();
+    drop(s);
+    let first = wal_files(tmp.path()).remove(0);
+    let len = fs::metadata(&first).unwrap().len();
+    for zeros in [1u64, 12, 4096] {
+        let f = fs::OpenOptions::new().write(true).open(&first).unwrap();
+        f.set_len(len + zeros).unwrap();
+        let err = RaftStorage::open(tmp.path(), small_segments()).unwrap_err();
+        match &err {
+            StorageError::Corrupt { path, offset, .. } => {
+                assert_eq!((path, *offset), (&first, len), "{zeros} zeros: {err}");
+            }
+            other => panic!("{zeros} zeros: {other}"),
+        }
     }
 }
 
@@ -212,17 +310,31 @@ fn zeroed_or_garbage_tails_are_cut() {
 fn damaged_last_record_reaching_the_end_is_a_torn_tail() {
     let tmp = tempfile::tempdir().unwrap();
     let (wal, bytes, ends) = five_entries(tmp.path());
-    // Damage inside the last record's data and, separately, its header.
+    // Damage inside the last record's data and, separately, its header; at
+    // the end of the file and inside the reserved space.
     for at in [bytes.len() - 1, ends[3] + 2] {
-        let mut b = bytes.clone();
-        b[at] ^= 0x55;
-        fs::write(&wal, &b).unwrap();
-        let (_, rec) = open(tmp.path());
-        assert_eq!(indexes(&rec.entries), vec![1, 2, 3, 4], "damage at {at}");
-        assert!(matches!(
-            rec.notes.as_slice(),
-            [RecoveryNote::TornTailCut { offset, .. }] if *offset == ends[3] as u64
-        ));
+        for in_place in [false, true] {
+            let mut b = bytes.clone();
+            b[at] ^= 0x55;
+            if in_place {
+                write_in_place(&wal, 0, &b);
+            } else {
+                fs::write(&wal, &b).unwrap();
+            }
+            let (_, rec) = open(tmp.path());
+            let case = format!("damage at {at}, in place {in_place}");
+            assert_eq!(indexes(&rec.entries), vec![1, 2, 3, 4], "{case}");
+            assert!(
+                matches!(
+                    rec.notes.as_slice(),
+                    [RecoveryNote::TornTailCut { offset, .. }] if *offset == ends[3] as u64
+                ),
+                "{case}: {:?}",
+                rec.notes
+            );
+            // Put the record back for the next case.
+            write_in_place(&wal, 0, &bytes);
+        }
     }
 }
 
@@ -446,7 +558,7 @@ fn commit_beyond_the_recovered_log_is_inconsistent() {
     drop(s);
     // Synced entries vanish from under the hard state (a lying disk).
     let wal = wal_files(tmp.path()).pop().unwrap();
-    let len = fs::metadata(&wal).unwrap().len();
+    let len = segment_records(&wal).len() as u64;
     fs::OpenOptions::new()
         .write(true)
         .open(&wal)

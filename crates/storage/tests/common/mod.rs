@@ -66,3 +66,53 @@ pub fn files_with_suffix(dir: &Path, suffix: &str) -> Vec<PathBuf> {
 pub fn indexes(entries: &[Entry]) -> Vec<u64> {
     entries.iter().map(|e| e.index.0).collect()
 }
+
+/// A segment's records: its bytes without the zeros after them. The newest
+/// segment is preallocated, and its reserved space (zeros) is not part of
+/// the log. No entry written by these tests ends in a zero byte, so the last
+/// nonzero byte is where the records end.
+pub fn segment_records(path: &Path) -> Vec<u8> {
+    let mut bytes = std::fs::read(path).unwrap();
+    let end = zero_tail_start(&bytes);
+    bytes.truncate(end);
+    bytes
+}
+
+/// Asserts that the segment at `path` holds exactly `records`, then zeros.
+pub fn assert_segment_holds(path: &Path, records: &[u8]) {
+    let bytes = std::fs::read(path).unwrap();
+    assert!(
+        bytes.len() >= records.len(),
+        "{} is too short",
+        path.display()
+    );
+    assert!(
+        bytes[..records.len()] == *records,
+        "{} differs",
+        path.display()
+    );
+    let end = zero_tail_start(&bytes);
+    assert!(
+        end <= records.len(),
+        "{} holds a nonzero byte at {} after its records",
+        path.display(),
+        end - 1
+    );
+}
+
+/// Where the zeros at the end of `bytes` begin. Compares in blocks (a
+/// memcmp), since the debug build's byte loop over a 64 MiB segment is slow.
+fn zero_tail_start(bytes: &[u8]) -> usize {
+    const BLOCK: usize = 1 << 16;
+    static ZEROS: [u8; BLOCK] = [0; BLOCK];
+    let mut end = bytes.len();
+    while end > 0 {
+        let start = end.saturating_sub(BLOCK);
+        if bytes[start..end] != ZEROS[..end - start] {
+            let last = bytes[start..end].iter().rposition(|&b| b != 0);
+            return start + last.expect("a nonzero byte") + 1;
+        }
+        end = start;
+    }
+    0
+}
