@@ -19,6 +19,7 @@ pub mod inbox;
 pub mod lessor;
 pub mod members;
 pub mod node;
+pub mod peer_link;
 pub mod replica;
 pub mod restore;
 pub mod sha256;

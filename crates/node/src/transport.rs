@@ -2,9 +2,10 @@
 //! Raft messages and forwarded proposals.
 //!
 //! Invariants:
-//! 1. Sending never blocks the Raft loop: each peer has a bounded outbound
-//!    queue, and a full queue drops the message (Raft tolerates loss; the
-//!    drop is counted). Memory per peer is therefore bounded.
+//! 1. Sending never blocks the Raft loop: a send writes to the peer's socket
+//!    without blocking or joins its bounded outbound queue, and a full queue
+//!    drops the message (Raft tolerates loss; the drop is counted). Memory
+//!    per peer is therefore bounded. (See [`crate::peer_link`].)
 //! 2. A connection starts with a `Hello` naming the sender and cluster; frames
 //!    from another cluster or from an unknown member are refused and the
 //!    connection is closed. Every frame is checked again against the current
@@ -23,7 +24,8 @@
 //!    inside the transport, so nemeses act on the real code path.
 
 use crate::codec::{decode_frame, encode_frame, frame_len, Frame, FRAME_HEADER_BYTES};
-use bytes::{Bytes, BytesMut};
+use crate::peer_link::{self, Next, Outbound, PeerLink};
+use bytes::Bytes;
 use concord_raft::{Message, NodeId};
 use std::collections::{BTreeSet, HashMap};
 use std::net::SocketAddr;
@@ -32,14 +34,8 @@ use std::sync::{Arc, Mutex, RwLock};
 use std::time::Duration;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::mpsc;
 
-/// Messages queued for one peer, at most. Beyond this the peer is too slow
-/// or unreachable and new messages are dropped (Raft retries).
-pub const PEER_QUEUE_MESSAGES: usize = 4096;
-
-/// Bytes batched into one frame, at most (one append is capped at 1 MiB).
-pub const FRAME_BATCH_BYTES: usize = 4 * 1024 * 1024;
+pub use crate::peer_link::{FRAME_BATCH_BYTES, PEER_QUEUE_MESSAGES};
 
 /// Reconnect backoff bounds.
 const RECONNECT_BACKOFF_MIN: Duration = Duration::from_millis(20);
@@ -52,26 +48,6 @@ pub enum Inbound {
     Raft(Vec<Message>),
     /// Proposals forwarded by a follower.
     Forward(Vec<Bytes>),
-}
-
-enum Outbound {
-    Raft(Message),
-    Forward(Bytes),
-}
-
-impl Outbound {
-    fn size_bytes(&self) -> usize {
-        match self {
-            Outbound::Raft(m) => match &m.body {
-                concord_raft::MessageBody::Append { entries, .. } => {
-                    64 + entries.iter().map(|e| e.size_bytes()).sum::<usize>()
-                }
-                concord_raft::MessageBody::Snapshot { chunk, .. } => 128 + chunk.len(),
-                _ => 64,
-            },
-            Outbound::Forward(b) => 8 + b.len(),
-        }
-    }
 }
 
 /// Directions of traffic the nemesis has cut.
@@ -93,7 +69,7 @@ pub struct TransportStats {
 }
 
 struct Peer {
-    tx: mpsc::Sender<Outbound>,
+    link: Arc<PeerLink>,
 }
 
 /// The peer transport of one member.
@@ -136,17 +112,27 @@ impl Transport {
             return;
         }
         self.members.write().expect("lock").insert(id);
-        let (tx, rx) = mpsc::channel(PEER_QUEUE_MESSAGES);
-        self.peers.lock().expect("lock").insert(id, Peer { tx });
+        let link = Arc::new(PeerLink::default());
+        let old = self.peers.lock().expect("lock").insert(
+            id,
+            Peer {
+                link: Arc::clone(&link),
+            },
+        );
+        if let Some(old) = old {
+            old.link.close();
+        }
         let transport = Arc::clone(self);
         self.runtime.spawn(async move {
-            transport.run_peer_writer(addr, rx).await;
+            transport.run_peer_writer(addr, link).await;
         });
     }
 
     /// Stops talking to a removed member.
     pub fn remove_peer(&self, id: NodeId) {
-        self.peers.lock().expect("lock").remove(&id);
+        if let Some(peer) = self.peers.lock().expect("lock").remove(&id) {
+            peer.link.close();
+        }
         self.members.write().expect("lock").remove(&id);
     }
 
@@ -166,23 +152,44 @@ impl Transport {
         *self.faults.write().expect("lock") = rules;
     }
 
-    /// Queues Raft messages for their recipients.
+    /// Sends Raft messages to their recipients: one frame per recipient,
+    /// written on this thread when its link is idle (see
+    /// [`crate::peer_link`]).
     pub fn send(&self, messages: Vec<Message>) {
         if messages.is_empty() {
             return;
         }
-        let faults = self.faults.read().expect("lock");
-        let peers = self.peers.lock().expect("lock");
-        for m in messages {
-            if faults.drop_to.contains(&m.to) {
-                continue;
-            }
-            if let Some(peer) = peers.get(&m.to) {
-                if peer.tx.try_send(Outbound::Raft(m)).is_err() {
-                    self.stats.dropped_full.fetch_add(1, Ordering::Relaxed);
+        // Recipients in order of first appearance; a Ready names a handful.
+        let mut by_peer: Vec<(NodeId, Vec<Outbound>)> = Vec::new();
+        {
+            let faults = self.faults.read().expect("lock");
+            for m in messages {
+                if faults.drop_to.contains(&m.to) {
+                    continue;
+                }
+                match by_peer.iter_mut().find(|(to, _)| *to == m.to) {
+                    Some((_, items)) => items.push(Outbound::Raft(m)),
+                    None => by_peer.push((m.to, vec![Outbound::Raft(m)])),
                 }
             }
         }
+        for (to, items) in by_peer {
+            // The map lock is not held across the write.
+            let link = self.link(to);
+            if let Some(link) = link {
+                let dropped = link.offer(items);
+                if dropped > 0 {
+                    self.stats
+                        .dropped_full
+                        .fetch_add(dropped as u64, Ordering::Relaxed);
+                }
+            }
+        }
+    }
+
+    fn link(&self, id: NodeId) -> Option<Arc<PeerLink>> {
+        let peers = self.peers.lock().expect("lock");
+        peers.get(&id).map(|peer| Arc::clone(&peer.link))
     }
 
     /// Forwards proposals to the leader. Returns false if they could not be
@@ -191,26 +198,22 @@ impl Transport {
         if self.faults.read().expect("lock").drop_to.contains(&leader) {
             return true; // silently lost, like a partitioned network
         }
-        let peers = self.peers.lock().expect("lock");
-        match peers.get(&leader) {
-            Some(peer) => peer.tx.try_send(Outbound::Forward(proposal)).is_ok(),
+        match self.link(leader) {
+            Some(link) => link.offer(vec![Outbound::Forward(proposal)]) == 0,
             None => false,
         }
     }
 
-    async fn run_peer_writer(self: Arc<Self>, addr: String, mut rx: mpsc::Receiver<Outbound>) {
+    async fn run_peer_writer(self: Arc<Self>, addr: String, link: Arc<PeerLink>) {
         let mut backoff = RECONNECT_BACKOFF_MIN;
-        let mut pending: Option<Outbound> = None;
         loop {
+            if link.is_closed() {
+                return;
+            }
             let mut stream = match TcpStream::connect(&addr).await {
                 Ok(s) => s,
                 Err(_) => {
-                    // Drain what accumulated while the peer is unreachable so
-                    // stale messages are not delivered much later in bulk.
-                    while rx.try_recv().is_ok() {}
-                    if rx.is_closed() {
-                        return;
-                    }
+                    link.disconnected();
                     tokio::time::sleep(backoff).await;
                     backoff = (backoff * 2).min(RECONNECT_BACKOFF_MAX);
                     continue;
@@ -225,7 +228,7 @@ impl Transport {
                 continue;
             }
             // The peer writes back only to say we were removed (invariant 5).
-            let (mut answers, mut stream) = stream.into_split();
+            let (mut answers, stream) = stream.into_split();
             let transport = Arc::clone(&self);
             tokio::spawn(async move {
                 if let Ok(Frame::Removed) = Self::read_frame(&mut answers).await {
@@ -236,40 +239,20 @@ impl Transport {
                 }
             });
             backoff = RECONNECT_BACKOFF_MIN;
+            let socket = Arc::new(stream);
+            link.connected(Arc::clone(&socket));
             loop {
-                let first = match pending.take() {
-                    Some(o) => o,
-                    None => match rx.recv().await {
-                        Some(o) => o,
-                        None => return,
-                    },
-                };
-                let mut raft = Vec::new();
-                let mut forward = Vec::new();
-                let mut bytes = first.size_bytes();
-                let mut push = |o: Outbound| match o {
-                    Outbound::Raft(m) => raft.push(m),
-                    Outbound::Forward(b) => forward.push(b),
-                };
-                push(first);
-                while bytes < FRAME_BATCH_BYTES {
-                    match rx.try_recv() {
-                        Ok(o) => {
-                            bytes += o.size_bytes();
-                            push(o);
+                match link.next_batch().await {
+                    Next::Write(bytes) => {
+                        if peer_link::write_all(&socket, &bytes).await.is_err() {
+                            // Reconnect; what was in flight is lost, Raft
+                            // retries (peer_link invariant 3).
+                            link.disconnected();
+                            break;
                         }
-                        Err(_) => break,
                     }
-                }
-                let mut out = BytesMut::new();
-                if !raft.is_empty() {
-                    out.extend_from_slice(&encode_frame(&Frame::Raft(raft)));
-                }
-                if !forward.is_empty() {
-                    out.extend_from_slice(&encode_frame(&Frame::Forward(forward)));
-                }
-                if stream.write_all(&out).await.is_err() {
-                    break; // reconnect; the batch is lost, Raft retries
+                    Next::Broken => break,
+                    Next::Closed => return,
                 }
             }
         }
