@@ -1859,6 +1859,8 @@ impl Raft {
                 ready.messages.push(message);
             }
         }
+        coalesce_append_acks(&mut ready.messages_after_persist);
+        coalesce_append_acks(&mut ready.messages);
         ready.committed_entries = self.log.take_committed(MAX_APPLY_BATCH_BYTES);
         ready.read_states = std::mem::take(&mut self.read_states);
         let soft = self.soft_state();
@@ -1881,4 +1883,53 @@ impl Raft {
             self.commit_broadcast_needed = true;
         }
     }
+}
+
+/// Merges successful append acknowledgements to one peer in one term that
+/// follow each other (no other append answer to that peer between them)
+/// into the last of them, carrying the highest index. Each says "my log
+/// matches yours up to `index`", and within a term the leader's log only
+/// grows, so the highest says all the others did; the leader's progress
+/// takes acknowledgements as a maximum and frees every inflight append at
+/// or below it. A follower that took several appends in one turn (while its
+/// previous fsync ran) then answers with one message instead of one per
+/// append. A rejection is never passed: what the leader learns keeps its
+/// order.
+fn coalesce_append_acks(messages: &mut Vec<Message>) {
+    let mut merged_away = vec![false; messages.len()];
+    // (peer, term) -> position of its latest ack not yet followed by a
+    // rejection to that peer.
+    let mut open: Vec<((NodeId, Term), usize)> = Vec::new();
+    for at in 0..messages.len() {
+        let (key, reject, index) = match messages[at].body {
+            MessageBody::AppendResponse { reject, index, .. } => {
+                ((messages[at].to, messages[at].term), reject, index)
+            }
+            _ => continue,
+        };
+        let slot = open.iter().position(|(k, _)| *k == key);
+        if reject {
+            if let Some(slot) = slot {
+                open.swap_remove(slot);
+            }
+            continue;
+        }
+        if let Some(slot) = slot {
+            let earlier = open[slot].1;
+            if let MessageBody::AppendResponse { index: before, .. } = messages[earlier].body {
+                if let MessageBody::AppendResponse { index: now, .. } = &mut messages[at].body {
+                    *now = (*now).max(before).max(index);
+                }
+            }
+            merged_away[earlier] = true;
+            open[slot].1 = at;
+        } else {
+            open.push((key, at));
+        }
+    }
+    let mut at = 0;
+    messages.retain(|_| {
+        at += 1;
+        !merged_away[at - 1]
+    });
 }

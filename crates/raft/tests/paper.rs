@@ -450,6 +450,59 @@ fn regression_reordered_snapshot_chunks_are_buffered() {
     )));
 }
 
+/// Pipelining: a follower that takes several appends in one turn (its
+/// previous fsync was running) acknowledges them with one message, for the
+/// highest index; acks are not merged across a rejection, which keeps its
+/// place.
+#[test]
+fn replication_acks_of_one_turn_are_coalesced_into_the_highest() {
+    let mut c = Cluster::new(3);
+    assert!(c.elect(1));
+    c.settle();
+    let follower = c.node_mut(2);
+    let term = follower.term();
+    let base = follower.log().last_index();
+    let append = |prev: u64, entries: Vec<Entry>| Message {
+        from: id(1),
+        to: id(2),
+        term,
+        body: MessageBody::Append {
+            prev_log_index: LogIndex(prev),
+            prev_log_term: term,
+            entries,
+            leader_commit: LogIndex(base.0),
+        },
+    };
+    for k in 0..3 {
+        let index = base.0 + 1 + k;
+        follower.step(append(index - 1, vec![entry(index, term.0)]));
+    }
+    // An append that does not fit (a gap) is rejected, then one more fits.
+    follower.step(append(base.0 + 10, vec![entry(base.0 + 11, term.0)]));
+    follower.step(append(base.0 + 3, vec![entry(base.0 + 4, term.0)]));
+    let ready = follower.ready();
+    let answers: Vec<(bool, u64)> = ready
+        .messages_after_persist
+        .iter()
+        .filter_map(|m| match m.body {
+            MessageBody::AppendResponse { reject, index, .. } => Some((reject, index.0)),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(
+        answers,
+        vec![
+            (false, base.0 + 3),
+            (true, base.0 + 10),
+            (false, base.0 + 4)
+        ]
+    );
+    assert_eq!(
+        ready.entries.last().map(|e| e.index),
+        Some(LogIndex(base.0 + 4))
+    );
+}
+
 /// Bug: when a follower restarted mid-stream and began again from offset
 /// zero, it reported fewer bytes than before, but the leader kept its older,
 /// higher figure and never resent the bytes in between.
