@@ -573,3 +573,39 @@ async fn junk_on_client_and_peer_ports_leaves_members_healthy() {
     );
     drop(idle);
 }
+
+/// Out-of-range settings are refused at start with a message naming the
+/// flag, before anything listens or touches the data directory.
+#[test]
+fn out_of_range_flags_are_refused_at_start() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    for (flag, value) in [
+        ("--snapshot-count", "0"),
+        ("--snapshot-count", "10000001"),
+        ("--experimental-snapshot-catchup-entries", "1000001"),
+        (
+            "--experimental-snapshot-catchup-entries",
+            "18446744073709551615",
+        ),
+    ] {
+        let data = dir.path().join("data");
+        let output = std::process::Command::new(env!("CARGO_BIN_EXE_concord"))
+            .args(["serve", "--name", "m", "--data-dir"])
+            .arg(&data)
+            .args([flag, value])
+            // Port 1 is never bound here: refusing must come first.
+            .args(["--listen-client-urls", "http://127.0.0.1:1"])
+            .args(["--listen-peer-urls", "http://127.0.0.1:1"])
+            .args(["--initial-advertise-peer-urls", "http://127.0.0.1:1"])
+            .args(["--initial-cluster", "m=http://127.0.0.1:1"])
+            .output()
+            .expect("run concord serve");
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        assert!(!output.status.success(), "{flag} {value} was accepted");
+        assert!(stderr.contains(flag), "{flag} {value}: {stderr}");
+        assert!(
+            !data.exists(),
+            "{flag} {value}: the data directory was created"
+        );
+    }
+}

@@ -30,6 +30,17 @@ pub const DEFAULT_SNAPSHOT_COUNT: u64 = 100_000;
 /// snapshot (etcd's `SnapshotCatchUpEntries`, 5,000; etcd 3.5's
 /// `--experimental-snapshot-catchup-entries`).
 pub const DEFAULT_SNAPSHOT_CATCHUP_ENTRIES: u64 = 5_000;
+
+/// Largest `--snapshot-count` accepted. The core holds the log since the
+/// last snapshot in memory, up to `snapshot_count` + catch-up entries, so
+/// an unbounded count (etcd takes any) would let memory grow without limit:
+/// ten million entries of the usual few hundred bytes are a few GB.
+pub const SNAPSHOT_COUNT_MAX: u64 = 10_000_000;
+
+/// Largest `--experimental-snapshot-catchup-entries` accepted, for the same
+/// reason (they stay in memory after every snapshot), and because a value
+/// past the applied index would postpone the first snapshot for ever.
+pub const SNAPSHOT_CATCHUP_ENTRIES_MAX: u64 = 1_000_000;
 /// etcd's default backend quota (2 GiB).
 pub const DEFAULT_QUOTA_BACKEND_BYTES: u64 = 2 * 1024 * 1024 * 1024;
 
@@ -142,8 +153,15 @@ impl NodeConfig {
         if self.max_request_bytes == 0 || self.max_request_bytes > 64 * 1024 * 1024 {
             return Err("--max-request-bytes must be between 1 and 64 MiB".into());
         }
-        if self.snapshot_count == 0 {
-            return Err("--snapshot-count must be positive".into());
+        if self.snapshot_count == 0 || self.snapshot_count > SNAPSHOT_COUNT_MAX {
+            return Err(format!(
+                "--snapshot-count must be between 1 and {SNAPSHOT_COUNT_MAX} (the log since the last snapshot is held in memory)"
+            ));
+        }
+        if self.snapshot_catchup_entries > SNAPSHOT_CATCHUP_ENTRIES_MAX {
+            return Err(format!(
+                "--experimental-snapshot-catchup-entries must be at most {SNAPSHOT_CATCHUP_ENTRIES_MAX} (they are held in memory)"
+            ));
         }
         Ok(())
     }
@@ -204,5 +222,27 @@ mod tests {
         let mut c = NodeConfig::single_default();
         c.election_timeout_ms = 200;
         assert!(c.validate().is_err());
+    }
+
+    #[test]
+    fn snapshot_settings_are_bounded_because_the_log_behind_them_is_in_memory() {
+        let with = |count: u64, catchup: u64| {
+            let mut c = NodeConfig::single_default();
+            c.snapshot_count = count;
+            c.snapshot_catchup_entries = catchup;
+            c.validate()
+        };
+        assert!(with(1, 0).is_ok());
+        assert!(with(SNAPSHOT_COUNT_MAX, SNAPSHOT_CATCHUP_ENTRIES_MAX).is_ok());
+        for (count, catchup) in [
+            (0, 0),
+            (SNAPSHOT_COUNT_MAX + 1, 0),
+            (u64::MAX, 0),
+            (100, SNAPSHOT_CATCHUP_ENTRIES_MAX + 1),
+            (100, u64::MAX),
+        ] {
+            let err = with(count, catchup).unwrap_err();
+            assert!(err.contains("snapshot"), "{count}/{catchup}: {err}");
+        }
     }
 }
