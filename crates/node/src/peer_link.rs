@@ -360,14 +360,25 @@ mod tests {
         }
     }
 
+    /// A connected pair on loopback: the accepting end, and the halves of
+    /// the connecting end (the write half shared, as the transport does).
+    async fn socket_pair() -> (
+        TcpStream,
+        tokio::net::tcp::OwnedReadHalf,
+        Arc<OwnedWriteHalf>,
+    ) {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let client = TcpStream::connect(listener.local_addr().unwrap())
+            .await
+            .unwrap();
+        let (server, _) = listener.accept().await.unwrap();
+        let (read, write) = client.into_split();
+        (server, read, Arc::new(write))
+    }
+
     #[tokio::test]
     async fn direct_and_queued_sends_arrive_in_order() {
-        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let addr = listener.local_addr().unwrap();
-        let client = TcpStream::connect(addr).await.unwrap();
-        let (mut server, _) = listener.accept().await.unwrap();
-        let (_read, write) = client.into_split();
-        let socket = Arc::new(write);
+        let (mut server, _read, socket) = socket_pair().await;
         let link = Arc::new(PeerLink::default());
 
         // Not connected yet: queued, then written by the writer.
@@ -376,9 +387,7 @@ mod tests {
         let task = tokio::spawn(writer(Arc::clone(&link), Arc::clone(&socket)));
         assert_eq!(read_terms(&mut server, 2).await, [1, 2]);
         // Sends from another thread interleave with the writer, direct when
-        // it is idle, queued when busy; the order holds either way. Big
-        // batches fill the socket buffer, so some writes go through in part
-        // and the writer finishes them.
+        // it is idle, queued when busy; the order holds either way.
         let sender = {
             let link = Arc::clone(&link);
             std::thread::spawn(move || {
@@ -405,12 +414,7 @@ mod tests {
 
     #[tokio::test]
     async fn frames_the_kernel_takes_in_part_are_finished_before_later_sends() {
-        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let addr = listener.local_addr().unwrap();
-        let client = TcpStream::connect(addr).await.unwrap();
-        let (mut server, _) = listener.accept().await.unwrap();
-        let (_read, write) = client.into_split();
-        let socket = Arc::new(write);
+        let (mut server, _read, socket) = socket_pair().await;
         let link = Arc::new(PeerLink::default());
         link.connected(Arc::clone(&socket));
         // Nobody reads yet: 32 MiB cannot fit in the socket buffers, so
