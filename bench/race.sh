@@ -205,7 +205,7 @@ fsync_probe() { # label
   python3 -c 'import json,sys; r=json.loads(sys.argv[1]); print("  fsync probe %-8s p50 %.3f ms p99 %.3f ms" % (sys.argv[2], r["latency_ms"]["p50"], r["latency_ms"]["p99"]))' "$json" "$1"
 }
 : >"$WORK/fsync.jsonl"
-echo "== fsync probe (append 256 B + fdatasync, in $WORK)"
+echo "== fsync probe (256 B written into a preallocated file + fdatasync, as the WALs do, in $WORK)"
 fsync_probe start
 
 # ---------------------------------------------------------------- clusters
@@ -326,7 +326,7 @@ def ratio(c, e):
     return "n/a" if c is None or e is None or e == 0 else f"{c / e:.2f}"
 
 print()
-print(f"fsync floor (append 256 B + fdatasync), median of {len(probes)} probes: p50 {fsync['latency_ms']['p50']:.3f} ms "
+print(f"fsync floor (256 B written into a preallocated file + fdatasync, as the WALs do), median of {len(probes)} probes: p50 {fsync['latency_ms']['p50']:.3f} ms "
       f"(probes ranged {fsync_range[0]:.3f}-{fsync_range[1]:.3f} ms), p99 {fsync['latency_ms']['p99']:.3f} ms")
 print()
 print("medians over rounds; ratio = Concord / etcd; CPU = member CPU (3 processes) per op, in microseconds;")
