@@ -287,10 +287,7 @@ fn the_newest_segment_is_preallocated_and_sealed_ones_hold_only_records() {
 #[test]
 fn zeros_after_the_records_of_a_sealed_segment_are_corruption() {
     let tmp = tempfile::tempdir().unwrap();
-    let (mut s, _) = open_with(tmp.path(), small_segments());
-    s.append(&entries(1, 40, 1)).unwrap();
-    s.sync().unwrap();
-    drop(s);
+    write_40_entries_in_small_segments(tmp.path());
     let first = wal_files(tmp.path()).remove(0);
     let len = fs::metadata(&first).unwrap().len();
     for zeros in [1u64, 12, 4096] {
@@ -370,13 +367,17 @@ fn small_segments() -> StorageOptions {
     }
 }
 
+/// Entries 1..=40, synced, in 512-byte segments (several sealed ones).
+fn write_40_entries_in_small_segments(dir: &Path) {
+    let (mut s, _) = open_with(dir, small_segments());
+    s.append(&entries(1, 40, 1)).unwrap();
+    s.sync().unwrap();
+}
+
 #[test]
 fn damage_in_a_sealed_segment_is_refused_even_at_its_end() {
     let tmp = tempfile::tempdir().unwrap();
-    let (mut s, _) = open_with(tmp.path(), small_segments());
-    s.append(&entries(1, 40, 1)).unwrap();
-    s.sync().unwrap();
-    drop(s);
+    write_40_entries_in_small_segments(tmp.path());
     let segs = wal_files(tmp.path());
     assert!(segs.len() >= 3);
     let first = &segs[0];
@@ -403,10 +404,7 @@ fn damage_in_a_sealed_segment_is_refused_even_at_its_end() {
 #[test]
 fn missing_middle_segment_is_inconsistent() {
     let tmp = tempfile::tempdir().unwrap();
-    let (mut s, _) = open_with(tmp.path(), small_segments());
-    s.append(&entries(1, 40, 1)).unwrap();
-    s.sync().unwrap();
-    drop(s);
+    write_40_entries_in_small_segments(tmp.path());
     let segs = wal_files(tmp.path());
     fs::remove_file(&segs[1]).unwrap();
     let err = RaftStorage::open(tmp.path(), small_segments()).unwrap_err();
