@@ -14,9 +14,16 @@
 //!    not charged a futex call per request.
 //! 3. Once the receiver is dropped every send fails and hands the item back,
 //!    so callers answer "stopped" instead of waiting for a deadline.
+//! 4. The receiver sleeps in `poll(2)` on an eventfd, so it can wait for
+//!    other file descriptors in the same sleep (the replica loop's inbound
+//!    peer sockets): one wake-up, whichever comes first. A send to a
+//!    sleeping receiver writes the eventfd; the receiver resets it only
+//!    while holding the lock with the queue observed, so no wake is lost.
 
+use rustix::event::{EventfdFlags, PollFd, PollFlags, Timespec};
 use std::collections::VecDeque;
-use std::sync::{Arc, Condvar, Mutex, MutexGuard};
+use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
+use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
 struct State<T> {
@@ -27,7 +34,8 @@ struct State<T> {
 
 struct Shared<T> {
     state: Mutex<State<T>>,
-    wake: Condvar,
+    /// Readable while a wake-up is pending (invariant 4).
+    wake: OwnedFd,
 }
 
 impl<T> Shared<T> {
@@ -63,14 +71,19 @@ pub struct Closed<T>(pub T);
 /// Creates an unbounded inbox. It is bounded in practice by the callers:
 /// every API request waits for its answer and the API limits requests in
 /// flight (see `replica` invariant 3).
+///
+/// # Panics
+/// If the kernel refuses an eventfd (out of file descriptors at start).
 pub fn inbox<T>() -> (InboxSender<T>, InboxReceiver<T>) {
+    let wake = rustix::event::eventfd(0, EventfdFlags::CLOEXEC | EventfdFlags::NONBLOCK)
+        .expect("eventfd for the replica inbox");
     let shared = Arc::new(Shared {
         state: Mutex::new(State {
             items: VecDeque::new(),
             receiver_asleep: false,
             receiver_alive: true,
         }),
-        wake: Condvar::new(),
+        wake,
     });
     (
         InboxSender {
@@ -92,7 +105,9 @@ impl<T> InboxSender<T> {
         state.receiver_asleep = false;
         drop(state);
         if wake {
-            self.shared.wake.notify_one();
+            // Cannot fail but by overflowing the counter, and then a wake
+            // is pending anyway.
+            let _ = rustix::io::write(&self.shared.wake, &1u64.to_ne_bytes());
         }
         Ok(())
     }
@@ -102,6 +117,24 @@ impl<T> InboxReceiver<T> {
     /// Moves up to `max` queued items into `out`, waiting until `deadline`
     /// if there are none. Returns how many were moved (0 at the deadline).
     pub fn recv_until(&self, out: &mut Vec<T>, max: usize, deadline: Instant) -> usize {
+        self.recv_or_readable(out, max, deadline, &[], &mut Vec::new())
+    }
+
+    /// Like [`recv_until`](Self::recv_until), but also returns, without
+    /// an item, as soon as one of `others` is readable (or closed).
+    /// `readable[i]` tells whether `poll(2)` reported `others[i]`; when the
+    /// call returns items without sleeping, all are false, and a
+    /// descriptor may be readable all the same.
+    pub fn recv_or_readable(
+        &self,
+        out: &mut Vec<T>,
+        max: usize,
+        deadline: Instant,
+        others: &[BorrowedFd<'_>],
+        readable: &mut Vec<bool>,
+    ) -> usize {
+        readable.clear();
+        readable.resize(others.len(), false);
         let mut state = self.shared.lock();
         loop {
             if !state.items.is_empty() {
@@ -114,14 +147,53 @@ impl<T> InboxReceiver<T> {
                 return 0;
             }
             state.receiver_asleep = true;
-            let (next, _) = self
-                .shared
-                .wake
-                .wait_timeout(state, deadline - now)
-                .unwrap_or_else(|p| p.into_inner());
-            state = next;
+            drop(state);
+            let (woken, others_ready) = self.sleep(deadline - now, others, readable);
+            state = self.shared.lock();
             state.receiver_asleep = false;
+            if woken {
+                // A send from now on sees the receiver awake and does not
+                // write; one before wrote already: resetting with the lock
+                // held loses nothing (invariant 4). A write that lands
+                // after this read costs one spurious wake, no more.
+                let mut counter = [0u8; 8];
+                let _ = rustix::io::read(&self.shared.wake, &mut counter);
+            }
+            if others_ready && state.items.is_empty() {
+                return 0;
+            }
         }
+    }
+
+    /// Sleeps in `poll` until the eventfd or one of `others` is readable
+    /// or `timeout` passes. Returns whether the eventfd was readable and
+    /// whether any of `others` was (marked in `readable`).
+    fn sleep(
+        &self,
+        timeout: Duration,
+        others: &[BorrowedFd<'_>],
+        readable: &mut [bool],
+    ) -> (bool, bool) {
+        let mut fds: Vec<PollFd<'_>> = Vec::with_capacity(others.len() + 1);
+        fds.push(PollFd::from_borrowed_fd(
+            self.shared.wake.as_fd(),
+            PollFlags::IN,
+        ));
+        fds.extend(
+            others
+                .iter()
+                .map(|fd| PollFd::from_borrowed_fd(*fd, PollFlags::IN)),
+        );
+        // A timeout too large for a Timespec is as good as forever.
+        let timeout = Timespec::try_from(timeout).ok();
+        // EINTR and the like count as a spurious wake; the caller loops.
+        let _ = rustix::event::poll(&mut fds, timeout.as_ref());
+        let mut any = false;
+        for (flag, polled) in readable.iter_mut().zip(&fds[1..]) {
+            *flag = !polled.revents().is_empty();
+            any |= *flag;
+        }
+        (!fds[0].revents().is_empty(), any)
     }
 
     /// Like [`recv_until`](Self::recv_until) with a timeout.
@@ -170,6 +242,41 @@ mod tests {
         let n = rx.recv_timeout(&mut out, 10, Duration::from_secs(30));
         assert_eq!((n, out), (1, vec![7]));
         sender.join().unwrap();
+    }
+
+    #[test]
+    fn a_readable_descriptor_ends_the_wait_without_an_item() {
+        use std::io::Write;
+        use std::os::fd::AsFd;
+        let (tx, rx) = inbox::<u32>();
+        let (mut writer, idle) = std::os::unix::net::UnixStream::pair().unwrap();
+        let (_quiet_writer, quiet) = std::os::unix::net::UnixStream::pair().unwrap();
+        let mut out = Vec::new();
+        let mut readable = Vec::new();
+        let deadline = Instant::now() + Duration::from_secs(30);
+        writer.write_all(b"x").unwrap();
+        let n = rx.recv_or_readable(
+            &mut out,
+            10,
+            deadline,
+            &[quiet.as_fd(), idle.as_fd()],
+            &mut readable,
+        );
+        assert_eq!((n, readable.clone()), (0, vec![false, true]));
+
+        // With nothing readable, an item still wakes the wait, and queued
+        // items come first without sleeping.
+        let sender = std::thread::spawn(move || {
+            std::thread::sleep(Duration::from_millis(20));
+            tx.send(9).unwrap();
+            tx
+        });
+        let n = rx.recv_or_readable(&mut out, 10, deadline, &[quiet.as_fd()], &mut readable);
+        assert_eq!((n, &out, readable.clone()), (1, &vec![9], vec![false]));
+        let tx = sender.join().unwrap();
+        tx.send(10).unwrap();
+        let n = rx.recv_or_readable(&mut out, 10, deadline, &[quiet.as_fd()], &mut readable);
+        assert_eq!((n, out), (1, vec![9, 10]));
     }
 
     #[test]

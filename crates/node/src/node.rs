@@ -462,8 +462,8 @@ pub fn start(config: NodeConfig) -> Result<RunningNode, StartError> {
         transport_for_peers
             .serve(
                 peer_listener,
-                move |inbound| {
-                    let _ = deliver_inbox.send(Request::Peer(inbound));
+                move |peer| {
+                    let _ = deliver_inbox.send(Request::PeerConnection(peer));
                 },
                 move |peer_urls: &[String]| join_directory(&directory_shared, peer_urls),
             )

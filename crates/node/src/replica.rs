@@ -42,7 +42,7 @@ use crate::inbox::{InboxReceiver, InboxSender};
 use crate::lessor::{LeaseError, Lessor, LessorConfig, TimeToLive};
 use crate::members::{ConfChangeContext, Member, Members};
 use crate::snapshotter::{self, SnapshotEvent};
-use crate::transport::{Inbound, Transport};
+use crate::transport::{Inbound, InboundPeer, Transport};
 use crate::wal_writer::{write_group, PersistJob, WalFailed, WalWriter};
 use bytes::Bytes;
 use concord_mvcc::{Command, CommandOutput, Event, MvccError, Store, StoreReader};
@@ -61,6 +61,11 @@ use tokio::sync::{broadcast, oneshot};
 /// Requests drained from the inbox per loop turn, at most, before the loop
 /// persists and answers (bounds the latency one turn can add).
 const MAX_REQUESTS_PER_TURN: usize = 4096;
+
+/// Inbound peer connections the loop reads at most: each live peer
+/// keeps one (a reconnect replaces it once the old one reports closed);
+/// more means something is wrong, and refusing bounds the poll set.
+const MAX_INBOUND_PEERS: usize = 64;
 
 /// A learner is promoted only if its match index is at least this percent
 /// of the leader's (etcd's `readyPercent`, 0.9).
@@ -129,6 +134,8 @@ pub enum Request {
     },
     /// Messages or forwarded proposals from a peer.
     Peer(Inbound),
+    /// A peer connection past its `Hello`: the loop reads it from now on.
+    PeerConnection(InboundPeer),
     /// A membership change; answered with the new member table once applied.
     ConfChange {
         /// The change.
@@ -353,6 +360,8 @@ pub struct Replica {
     lessor: Lessor,
     /// Set once this member's own removal applied: when to stop.
     stop_at: Option<Instant>,
+    /// Peer connections this loop reads (transport's [`InboundPeer`]).
+    inbound: Vec<InboundPeer>,
 }
 
 fn encode_members(format: u8, members: &Members, extra_capacity: usize) -> Vec<u8> {
@@ -449,6 +458,7 @@ impl Replica {
             waiter_deadlines: VecDeque::new(),
             next_read_context: 1,
             reads_this_turn: Vec::new(),
+            inbound: Vec::new(),
             reads_in_flight: HashMap::new(),
             read_deadlines: VecDeque::new(),
             reads_waiting_apply: BTreeMap::new(),
@@ -464,9 +474,18 @@ impl Replica {
     pub fn run(mut self) -> Result<(), ReplicaError> {
         let mut next_tick = Instant::now() + self.tick;
         let mut batch: Vec<Request> = Vec::new();
+        let mut readable = Vec::new();
         let result = 'turns: loop {
-            self.inbox
-                .recv_until(&mut batch, MAX_REQUESTS_PER_TURN, next_tick);
+            let fds: Vec<_> = self.inbound.iter().map(|peer| peer.fd()).collect();
+            self.inbox.recv_or_readable(
+                &mut batch,
+                MAX_REQUESTS_PER_TURN,
+                next_tick,
+                &fds,
+                &mut readable,
+            );
+            drop(fds);
+            self.read_peers(&readable);
             for request in batch.drain(..) {
                 match self.handle(request) {
                     Ok(false) => {}
@@ -515,6 +534,58 @@ impl Replica {
         result
     }
 
+    /// Reads every inbound peer connection that may hold bytes and handles
+    /// the frames as requests. `readable` is what the inbox's `poll`
+    /// reported; when it reported none (the turn did not sleep, or woke
+    /// for the inbox), one non-blocking `poll` asks again, so peers are
+    /// read every turn however busy the inbox is.
+    fn read_peers(&mut self, readable: &[bool]) {
+        if self.inbound.is_empty() {
+            return;
+        }
+        let ready: Vec<bool> = if readable.iter().any(|r| *r)
+            && readable.len() == self.inbound.len()
+        {
+            readable.to_vec()
+        } else {
+            let mut fds: Vec<rustix::event::PollFd<'_>> = self
+                .inbound
+                .iter()
+                .map(|peer| {
+                    rustix::event::PollFd::from_borrowed_fd(peer.fd(), rustix::event::PollFlags::IN)
+                })
+                .collect();
+            let zero = rustix::event::Timespec {
+                tv_sec: 0,
+                tv_nsec: 0,
+            };
+            if rustix::event::poll(&mut fds, Some(&zero)).is_err() {
+                vec![true; fds.len()]
+            } else {
+                fds.iter().map(|fd| !fd.revents().is_empty()).collect()
+            }
+        };
+        let mut frames = Vec::new();
+        let mut index = 0;
+        self.inbound.retain_mut(|peer| {
+            let keep = !ready[index]
+                || match peer.read(&mut frames) {
+                    Ok(()) => true,
+                    Err(reason) => {
+                        tracing::debug!(from = %peer.from(), %reason, "peer connection closed");
+                        false
+                    }
+                };
+            index += 1;
+            keep
+        });
+        for inbound in frames {
+            // Peer frames never stop the loop; errors inside them are the
+            // core's to ignore.
+            let _ = self.handle(Request::Peer(inbound));
+        }
+    }
+
     /// Handles one request; `Ok(true)` means stop.
     fn handle(&mut self, request: Request) -> Result<bool, ReplicaError> {
         match request {
@@ -548,6 +619,24 @@ impl Replica {
                 let _ = reply.send(self.store.defragment().map_err(ServerError::from));
             }
             Request::Read { reply } => self.reads_this_turn.push(reply),
+            Request::PeerConnection(mut peer) => {
+                if self.inbound.len() >= MAX_INBOUND_PEERS {
+                    tracing::warn!(from = %peer.from(), "too many peer connections; refused");
+                    return Ok(false);
+                }
+                // Frames that came in with the Hello are buffered already,
+                // and `poll` would not report them.
+                let mut frames = Vec::new();
+                match peer.read(&mut frames) {
+                    Ok(()) => self.inbound.push(peer),
+                    Err(reason) => {
+                        tracing::debug!(from = %peer.from(), %reason, "peer connection closed")
+                    }
+                }
+                for inbound in frames {
+                    self.handle(Request::Peer(inbound))?;
+                }
+            }
             Request::Peer(Inbound::Raft(messages)) => {
                 for m in messages {
                     // Invariant 5 (the transport refuses them first).

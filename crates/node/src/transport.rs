@@ -22,10 +22,14 @@
 //!    serving (the peer reconnects with backoff).
 //! 4. Fault injection (test flag only) drops traffic by peer and direction,
 //!    inside the transport, so nemeses act on the real code path.
+//! 7. An inbound connection is read by the tokio runtime only up to its
+//!    `Hello`; from then on the replica loop reads it ([`InboundPeer`]),
+//!    non-blocking and at most [`READ_BYTES_PER_TURN`] per turn, with the
+//!    same checks (2, 3, 4, 5) on every frame.
 
 use crate::codec::{decode_frame, encode_frame, frame_len, Frame, FRAME_HEADER_BYTES};
 use crate::peer_link::{self, Next, Outbound, PeerLink};
-use bytes::Bytes;
+use bytes::{Bytes, BytesMut};
 use concord_raft::{Message, NodeId};
 use std::collections::{BTreeSet, HashMap};
 use std::net::SocketAddr;
@@ -231,7 +235,7 @@ impl Transport {
             let (mut answers, stream) = stream.into_split();
             let transport = Arc::clone(&self);
             tokio::spawn(async move {
-                if let Ok(Frame::Removed) = Self::read_frame(&mut answers).await {
+                if let Ok(Frame::Removed) = FrameReader::default().next(&mut answers).await {
                     tracing::error!("a peer answered: {}", crate::members::REMOVED_MESSAGE);
                     transport
                         .removed_from_cluster
@@ -258,13 +262,15 @@ impl Transport {
         }
     }
 
-    /// Accepts peer connections and delivers what they send to `deliver`;
-    /// `directory` answers a joining member's [`Frame::Join`] (its id, or
-    /// 0, and every member's peer URLs) from the member table.
+    /// Accepts peer connections and hands each, once its `Hello` is
+    /// accepted, to `adopt` (the replica loop, which reads it from then
+    /// on: [`InboundPeer`]); `directory` answers a joining member's
+    /// [`Frame::Join`] (its id, or 0, and every member's peer URLs) from the
+    /// member table.
     pub async fn serve(
         self: Arc<Self>,
         listener: TcpListener,
-        deliver: impl Fn(Inbound) + Send + Sync + Clone + 'static,
+        adopt: impl Fn(InboundPeer) + Send + Sync + Clone + 'static,
         directory: impl Fn(&[String]) -> (u64, Vec<(NodeId, String)>) + Send + Sync + Clone + 'static,
     ) {
         loop {
@@ -272,58 +278,25 @@ impl Transport {
                 continue;
             };
             let transport = Arc::clone(&self);
-            let deliver = deliver.clone();
+            let adopt = adopt.clone();
             let directory = directory.clone();
             tokio::spawn(async move {
-                if let Err(reason) = transport.serve_connection(stream, deliver, directory).await {
+                if let Err(reason) = transport.serve_connection(stream, adopt, directory).await {
                     tracing::debug!(%remote, %reason, "peer connection closed");
                 }
             });
         }
     }
 
-    async fn read_frame(stream: &mut (impl tokio::io::AsyncRead + Unpin)) -> Result<Frame, String> {
-        let mut header = [0u8; FRAME_HEADER_BYTES];
-        stream
-            .read_exact(&mut header)
-            .await
-            .map_err(|e| e.to_string())?;
-        let (len, crc) = frame_len(&header).map_err(|e| e.to_string())?;
-        let mut payload = vec![0u8; len];
-        stream
-            .read_exact(&mut payload)
-            .await
-            .map_err(|e| e.to_string())?;
-        decode_frame(Bytes::from(payload), crc).map_err(|e| e.to_string())
-    }
-
-    /// Tells a removed member so, then closes (invariant 5).
-    async fn refuse_removed(&self, stream: &mut TcpStream, from: NodeId) -> Result<(), String> {
-        let _ = stream.write_all(&encode_frame(&Frame::Removed)).await;
-        let _ = stream.shutdown().await;
-        Err(format!("member {from} was removed from the cluster"))
-    }
-
-    /// Whether frames from `from` may be delivered now; `Err` closes the
-    /// connection (after telling a removed member).
-    async fn check_sender(&self, stream: &mut TcpStream, from: NodeId) -> Result<(), String> {
-        if self.members.read().expect("lock").contains(&from) {
-            return Ok(());
-        }
-        if self.removed.read().expect("lock").contains(&from) {
-            return self.refuse_removed(stream, from).await;
-        }
-        Err(format!("unknown member {from}"))
-    }
-
     async fn serve_connection(
-        &self,
+        self: Arc<Self>,
         mut stream: TcpStream,
-        deliver: impl Fn(Inbound),
+        adopt: impl Fn(InboundPeer),
         directory: impl Fn(&[String]) -> (u64, Vec<(NodeId, String)>),
     ) -> Result<(), String> {
         let _ = stream.set_nodelay(true);
-        let from = match Self::read_frame(&mut stream).await {
+        let mut frames = FrameReader::default();
+        let from = match frames.next(&mut stream).await {
             Ok(Frame::Hello { from, cluster_id }) if cluster_id == self.cluster_id => from,
             Ok(Frame::Hello { cluster_id, .. }) | Ok(Frame::Join { cluster_id, .. })
                 if cluster_id != self.cluster_id =>
@@ -343,32 +316,221 @@ impl Transport {
                 return Err(e);
             }
         };
-        self.check_sender(&mut stream, from).await?;
-        loop {
-            let frame = match Self::read_frame(&mut stream).await {
-                Ok(f) => f,
-                Err(e) => {
-                    self.stats.bad_frames.fetch_add(1, Ordering::Relaxed);
-                    return Err(e);
-                }
-            };
-            if self.faults.read().expect("lock").drop_from.contains(&from) {
-                continue;
+        if let Err(refusal) = self.check_sender(from) {
+            if refusal.removed {
+                let _ = stream.write_all(&encode_frame(&Frame::Removed)).await;
+                let _ = stream.shutdown().await;
             }
-            self.check_sender(&mut stream, from).await?;
-            match frame {
-                Frame::Raft(messages) => {
-                    let messages: Vec<Message> =
-                        messages.into_iter().filter(|m| m.from == from).collect();
-                    deliver(Inbound::Raft(messages));
+            return Err(refusal.reason);
+        }
+        let stream = stream.into_std().map_err(|e| e.to_string())?;
+        adopt(InboundPeer {
+            from,
+            stream,
+            frames,
+            transport: self,
+        });
+        Ok(())
+    }
+
+    /// Whether frames from `from` may be delivered now (invariants 2 and 5).
+    fn check_sender(&self, from: NodeId) -> Result<(), Refusal> {
+        if self.members.read().expect("lock").contains(&from) {
+            return Ok(());
+        }
+        if self.removed.read().expect("lock").contains(&from) {
+            return Err(Refusal {
+                reason: format!("member {from} was removed from the cluster"),
+                removed: true,
+            });
+        }
+        Err(Refusal {
+            reason: format!("unknown member {from}"),
+            removed: false,
+        })
+    }
+}
+
+/// Why a peer's connection is closed.
+struct Refusal {
+    reason: String,
+    /// The peer was removed: tell it so before closing (invariant 5).
+    removed: bool,
+}
+
+/// Inbound bytes read from one peer per [`InboundPeer::read`], at most, so
+/// one flooding peer cannot hold the loop's turn (the rest waits in the
+/// socket, which TCP flow control then bounds).
+const READ_BYTES_PER_TURN: usize = 4 * 1024 * 1024;
+
+/// Bytes one `read(2)` of [`InboundPeer::read`] asks for, at most.
+const READ_PIECE_BYTES: usize = 16 * 1024;
+
+/// An accepted peer connection, past its `Hello`, read by the replica loop
+/// on its own thread: the loop sleeps in `poll(2)` on these sockets and its
+/// inbox together (inbox invariant 4), so a frame from a peer wakes one
+/// thread, not an I/O thread and then the loop.
+pub struct InboundPeer {
+    from: NodeId,
+    stream: std::net::TcpStream,
+    frames: FrameReader,
+    transport: Arc<Transport>,
+}
+
+impl InboundPeer {
+    /// The socket, for `poll`.
+    pub fn fd(&self) -> std::os::fd::BorrowedFd<'_> {
+        use std::os::fd::AsFd;
+        self.stream.as_fd()
+    }
+
+    /// Who is calling.
+    pub fn from(&self) -> NodeId {
+        self.from
+    }
+
+    /// Reads what the socket holds now, without blocking, and appends the
+    /// whole frames in it to `out`. `Err` means the connection is done
+    /// (closed, bad bytes, or the sender no longer a member); drop it.
+    pub fn read(&mut self, out: &mut Vec<Inbound>) -> Result<(), String> {
+        use std::io::Read;
+        let mut budget = READ_BYTES_PER_TURN;
+        loop {
+            while let Some(frame) = self.frames.cut().inspect_err(|_| {
+                self.transport
+                    .stats
+                    .bad_frames
+                    .fetch_add(1, Ordering::Relaxed);
+            })? {
+                self.accept(frame, out)?;
+            }
+            if budget == 0 {
+                return Ok(());
+            }
+            let buf = &mut self.frames.buf;
+            if buf.capacity() - buf.len() < READ_CHUNK_BYTES / 4 {
+                buf.reserve(READ_CHUNK_BYTES);
+            }
+            let start = buf.len();
+            // Safe code must zero what it reads into; a piece this size
+            // costs little to zero and holds a typical batch of frames.
+            let room = (buf.capacity() - start).min(budget).min(READ_PIECE_BYTES);
+            buf.resize(start + room, 0);
+            match self.stream.read(&mut buf[start..]) {
+                Ok(0) => {
+                    buf.truncate(start);
+                    return Err("connection closed".into());
                 }
-                Frame::Forward(proposals) => deliver(Inbound::Forward(proposals)),
-                Frame::Hello { .. } => return Err("duplicate hello".into()),
-                Frame::Join { .. } | Frame::JoinAnswer { .. } | Frame::Removed => {
-                    return Err("unexpected frame after hello".into())
+                Ok(n) => {
+                    buf.truncate(start + n);
+                    budget -= n;
+                }
+                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
+                    buf.truncate(start);
+                    return Ok(());
+                }
+                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => buf.truncate(start),
+                Err(e) => {
+                    buf.truncate(start);
+                    return Err(e.to_string());
                 }
             }
         }
+    }
+
+    fn accept(&mut self, frame: Frame, out: &mut Vec<Inbound>) -> Result<(), String> {
+        let transport = &self.transport;
+        if transport
+            .faults
+            .read()
+            .expect("lock")
+            .drop_from
+            .contains(&self.from)
+        {
+            return Ok(());
+        }
+        if let Err(refusal) = transport.check_sender(self.from) {
+            if refusal.removed {
+                use std::io::Write;
+                // Best effort, like the rest of a goodbye.
+                let _ = self.stream.write(&encode_frame(&Frame::Removed));
+            }
+            return Err(refusal.reason);
+        }
+        match frame {
+            Frame::Raft(messages) => {
+                let from = self.from;
+                let messages: Vec<Message> =
+                    messages.into_iter().filter(|m| m.from == from).collect();
+                out.push(Inbound::Raft(messages));
+            }
+            Frame::Forward(proposals) => out.push(Inbound::Forward(proposals)),
+            Frame::Hello { .. } => return Err("duplicate hello".into()),
+            Frame::Join { .. } | Frame::JoinAnswer { .. } | Frame::Removed => {
+                return Err("unexpected frame after hello".into())
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Room a peer connection's buffer keeps for reading: frames that arrive
+/// together are read together, not with a read for each header and each
+/// payload. The buffer holds at most one frame beyond this
+/// ([`MAX_FRAME_BYTES`](crate::codec::MAX_FRAME_BYTES) bounds it).
+const READ_CHUNK_BYTES: usize = 64 * 1024;
+
+/// Splits a peer's byte stream into frames, reading in chunks.
+///
+/// Frames are cut out of the buffer without copying: a decoded entry
+/// refers to the bytes it arrived in, as it did when each frame had its
+/// own buffer; a chunk is freed once nothing decoded from it is alive.
+#[derive(Default)]
+struct FrameReader {
+    buf: BytesMut,
+}
+
+impl FrameReader {
+    /// The next frame; an error for a closed connection or bad bytes.
+    async fn next(
+        &mut self,
+        stream: &mut (impl tokio::io::AsyncRead + Unpin),
+    ) -> Result<Frame, String> {
+        loop {
+            if let Some(frame) = self.cut()? {
+                return Ok(frame);
+            }
+            if self.buf.capacity() - self.buf.len() < READ_CHUNK_BYTES / 4 {
+                self.buf.reserve(READ_CHUNK_BYTES);
+            }
+            let read = stream
+                .read_buf(&mut self.buf)
+                .await
+                .map_err(|e| e.to_string())?;
+            if read == 0 {
+                return Err("connection closed".into());
+            }
+        }
+    }
+
+    /// A whole frame from the front of the buffer, if one is there.
+    fn cut(&mut self) -> Result<Option<Frame>, String> {
+        let Some(header) = self.buf.get(..FRAME_HEADER_BYTES) else {
+            return Ok(None);
+        };
+        let header: &[u8; FRAME_HEADER_BYTES] = header.try_into().expect("header length");
+        let (len, crc) = frame_len(header).map_err(|e| e.to_string())?;
+        if self.buf.len() < FRAME_HEADER_BYTES + len {
+            // Room for the rest of this frame, so the reads that bring it
+            // land in one buffer.
+            self.buf.reserve(FRAME_HEADER_BYTES + len - self.buf.len());
+            return Ok(None);
+        }
+        let mut frame = self.buf.split_to(FRAME_HEADER_BYTES + len);
+        let payload = frame.split_off(FRAME_HEADER_BYTES).freeze();
+        decode_frame(payload, crc)
+            .map(Some)
+            .map_err(|e| e.to_string())
     }
 }
 
@@ -423,5 +585,95 @@ pub fn url_to_addr(url: &str) -> Result<String, String> {
         Ok(host_port.to_string())
     } else {
         Err(format!("URL {url} has no port"))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::pin::Pin;
+    use std::task::{Context, Poll};
+
+    /// Hands out its bytes at most `step` at a time, as a socket may.
+    struct Trickle {
+        bytes: Vec<u8>,
+        at: usize,
+        step: usize,
+    }
+
+    impl tokio::io::AsyncRead for Trickle {
+        fn poll_read(
+            mut self: Pin<&mut Self>,
+            _: &mut Context<'_>,
+            out: &mut tokio::io::ReadBuf<'_>,
+        ) -> Poll<std::io::Result<()>> {
+            let n = self
+                .step
+                .min(out.remaining())
+                .min(self.bytes.len() - self.at);
+            let at = self.at;
+            out.put_slice(&self.bytes[at..at + n]);
+            self.at += n;
+            Poll::Ready(Ok(()))
+        }
+    }
+
+    fn forward(payload: &'static [u8]) -> Frame {
+        Frame::Forward(vec![Bytes::from_static(payload)])
+    }
+
+    fn stream_of(frames: &[Frame]) -> Vec<u8> {
+        frames
+            .iter()
+            .flat_map(|f| encode_frame(f).to_vec())
+            .collect()
+    }
+
+    #[tokio::test]
+    async fn frames_come_out_whole_whatever_the_read_boundaries() {
+        let frames = [
+            forward(b"a"),
+            Frame::Hello {
+                from: NodeId(7),
+                cluster_id: 9,
+            },
+            forward(&[5u8; 100_000]),
+            forward(b"last"),
+        ];
+        let bytes = stream_of(&frames);
+        for step in [1, 7, FRAME_HEADER_BYTES, 4096, bytes.len()] {
+            let mut input = Trickle {
+                bytes: bytes.clone(),
+                at: 0,
+                step,
+            };
+            let mut reader = FrameReader::default();
+            for want in &frames {
+                let got = reader.next(&mut input).await.expect("a frame");
+                assert_eq!(&got, want, "step {step}");
+            }
+            let end = reader.next(&mut input).await;
+            assert_eq!(end.unwrap_err(), "connection closed", "step {step}");
+        }
+    }
+
+    #[tokio::test]
+    async fn a_bad_length_or_checksum_is_an_error_not_a_wait() {
+        let mut zero_length = stream_of(&[forward(b"ok")]);
+        zero_length.extend_from_slice(&[0u8; FRAME_HEADER_BYTES]);
+        let mut reader = FrameReader::default();
+        let mut input = &zero_length[..];
+        assert!(reader.next(&mut input).await.is_ok());
+        let err = reader.next(&mut input).await.unwrap_err();
+        assert!(err.contains("length"), "{err}");
+
+        let mut corrupt = stream_of(&[forward(b"payload")]);
+        let last = corrupt.len() - 1;
+        corrupt[last] ^= 0xff;
+        let err = FrameReader::default()
+            .next(&mut &corrupt[..])
+            .await
+            .unwrap_err();
+        assert!(err.contains("checksum"), "{err}");
     }
 }
