@@ -574,6 +574,68 @@ async fn junk_on_client_and_peer_ports_leaves_members_healthy() {
     drop(idle);
 }
 
+/// Far more connections than the loop reads at once
+/// (`replica::MAX_INBOUND_PEERS`) that pass the peer handshake under a real
+/// member's id (here the leader's): those beyond the limit are refused and
+/// closed, and the leader's own connection keeps working, so the follower
+/// keeps replicating.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_flood_of_handshaken_peer_connections_leaves_replication_working() {
+    let mut cluster = Cluster::start(3).await;
+    let leader = cluster.wait_leader().await;
+    let follower = (leader + 1) % 3;
+    let ids = cluster.member_ids().await;
+    let cluster_id = cluster
+        .status(leader)
+        .await
+        .expect("status")
+        .header()
+        .expect("header")
+        .cluster_id();
+    let peer_addr = cluster.members[follower].peer_addr();
+    let flood = tokio::task::spawn_blocking(move || {
+        (0..200)
+            .map(|_| {
+                let mut stream = TcpStream::connect(&peer_addr).expect("peer connection");
+                stream
+                    .write_all(&hello(ids[leader], cluster_id))
+                    .expect("hello");
+                stream
+            })
+            .collect::<Vec<_>>()
+    })
+    .await
+    .expect("flood");
+
+    cluster.assert_all_alive();
+    let mut writer = cluster.client(leader).await;
+    let revision = assert_serving(&mut writer, "after-flood/").await;
+    let member = cluster.client(follower).await;
+    must_wait_for(
+        &format!("the flooded follower to replicate revision {revision}"),
+        Duration::from_secs(10),
+        move || {
+            let mut member = member.clone();
+            async move {
+                let resp = member
+                    .get(
+                        "after-flood/",
+                        Some(GetOptions::new().with_prefix().with_serializable()),
+                    )
+                    .await
+                    .map_err(|e| e.to_string())?;
+                if resp.header().unwrap().revision() >= revision && resp.count() == 1 {
+                    Ok(())
+                } else {
+                    Err(format!("{resp:?}"))
+                }
+            }
+        },
+    )
+    .await;
+    drop(flood);
+}
+
 /// Out-of-range settings are refused at start with a message naming the
 /// flag, before anything listens or touches the data directory.
 #[test]
