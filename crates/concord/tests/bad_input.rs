@@ -439,9 +439,11 @@ fn hello(from: u64, cluster_id: u64) -> Vec<u8> {
     frame(&payload)
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn junk_on_client_and_peer_ports_leaves_members_healthy() {
-    let mut cluster = Cluster::start(3).await;
+/// A 3-member cluster for the peer-port tests: the cluster, its leader's
+/// and a follower's index, the member ids by index, and the cluster id
+/// (what a `Hello` must name).
+async fn cluster_for_peer_tests() -> (Cluster, usize, usize, Vec<u64>, u64) {
+    let cluster = Cluster::start(3).await;
     let leader = cluster.wait_leader().await;
     let follower = (leader + 1) % 3;
     let ids = cluster.member_ids().await;
@@ -452,6 +454,41 @@ async fn junk_on_client_and_peer_ports_leaves_members_healthy() {
         .header()
         .expect("header")
         .cluster_id();
+    (cluster, leader, follower, ids, cluster_id)
+}
+
+/// Waits until `member` serves `count` keys under `prefix` at `revision`
+/// from its own store (serializable), i.e. has replicated that far.
+async fn wait_replicated(
+    member: Client,
+    what: &str,
+    prefix: &'static str,
+    revision: i64,
+    count: i64,
+) {
+    must_wait_for(what, Duration::from_secs(10), move || {
+        let mut member = member.clone();
+        async move {
+            let resp = member
+                .get(
+                    prefix,
+                    Some(GetOptions::new().with_prefix().with_serializable()),
+                )
+                .await
+                .map_err(|e| e.to_string())?;
+            if resp.header().unwrap().revision() == revision && resp.count() == count {
+                Ok(())
+            } else {
+                Err(format!("{resp:?}"))
+            }
+        }
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn junk_on_client_and_peer_ports_leaves_members_healthy() {
+    let (mut cluster, leader, follower, ids, cluster_id) = cluster_for_peer_tests().await;
 
     // A connection that sends half a preface and then just sits there.
     let idle =
@@ -545,24 +582,7 @@ async fn junk_on_client_and_peer_ports_leaves_members_healthy() {
     for i in 0..3 {
         let member = cluster.client(i).await;
         let what = format!("n{} to replicate up to revision {revision}", i + 1);
-        must_wait_for(&what, Duration::from_secs(10), move || {
-            let mut member = member.clone();
-            async move {
-                let resp = member
-                    .get(
-                        "after-junk/",
-                        Some(GetOptions::new().with_prefix().with_serializable()),
-                    )
-                    .await
-                    .map_err(|e| e.to_string())?;
-                if resp.header().unwrap().revision() == revision && resp.count() == 3 {
-                    Ok(())
-                } else {
-                    Err(format!("{resp:?}"))
-                }
-            }
-        })
-        .await;
+        wait_replicated(member, &what, "after-junk/", revision, 3).await;
     }
     let mut health = cluster.client(follower).await;
     let status = health.status().await.expect("status after junk");
@@ -581,17 +601,7 @@ async fn junk_on_client_and_peer_ports_leaves_members_healthy() {
 /// keeps replicating.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_flood_of_handshaken_peer_connections_leaves_replication_working() {
-    let mut cluster = Cluster::start(3).await;
-    let leader = cluster.wait_leader().await;
-    let follower = (leader + 1) % 3;
-    let ids = cluster.member_ids().await;
-    let cluster_id = cluster
-        .status(leader)
-        .await
-        .expect("status")
-        .header()
-        .expect("header")
-        .cluster_id();
+    let (mut cluster, leader, follower, ids, cluster_id) = cluster_for_peer_tests().await;
     let peer_addr = cluster.members[follower].peer_addr();
     let flood = tokio::task::spawn_blocking(move || {
         (0..200)
@@ -611,28 +621,8 @@ async fn a_flood_of_handshaken_peer_connections_leaves_replication_working() {
     let mut writer = cluster.client(leader).await;
     let revision = assert_serving(&mut writer, "after-flood/").await;
     let member = cluster.client(follower).await;
-    must_wait_for(
-        &format!("the flooded follower to replicate revision {revision}"),
-        Duration::from_secs(10),
-        move || {
-            let mut member = member.clone();
-            async move {
-                let resp = member
-                    .get(
-                        "after-flood/",
-                        Some(GetOptions::new().with_prefix().with_serializable()),
-                    )
-                    .await
-                    .map_err(|e| e.to_string())?;
-                if resp.header().unwrap().revision() >= revision && resp.count() == 1 {
-                    Ok(())
-                } else {
-                    Err(format!("{resp:?}"))
-                }
-            }
-        },
-    )
-    .await;
+    let what = format!("the flooded follower to replicate revision {revision}");
+    wait_replicated(member, &what, "after-flood/", revision, 1).await;
     drop(flood);
 }
 
