@@ -174,32 +174,35 @@ impl<T> InboxReceiver<T> {
         others: &[BorrowedFd<'_>],
         readable: &mut [bool],
     ) -> (bool, bool) {
-        let mut fds: Vec<PollFd<'_>> = Vec::with_capacity(others.len() + 1);
-        fds.push(PollFd::from_borrowed_fd(
-            self.shared.wake.as_fd(),
-            PollFlags::IN,
-        ));
-        fds.extend(
-            others
-                .iter()
-                .map(|fd| PollFd::from_borrowed_fd(*fd, PollFlags::IN)),
-        );
-        // A timeout too large for a Timespec is as good as forever.
-        let timeout = Timespec::try_from(timeout).ok();
-        // EINTR and the like count as a spurious wake; the caller loops.
-        let _ = rustix::event::poll(&mut fds, timeout.as_ref());
-        let mut any = false;
-        for (flag, polled) in readable.iter_mut().zip(&fds[1..]) {
-            *flag = !polled.revents().is_empty();
-            any |= *flag;
-        }
-        (!fds[0].revents().is_empty(), any)
+        let mut fds = Vec::with_capacity(others.len() + 1);
+        fds.push(self.shared.wake.as_fd());
+        fds.extend_from_slice(others);
+        let mut ready = Vec::new();
+        poll_readable(&fds, Some(timeout), &mut ready);
+        readable.copy_from_slice(&ready[1..]);
+        (ready[0], ready[1..].contains(&true))
     }
 
     /// Like [`recv_until`](Self::recv_until) with a timeout.
     pub fn recv_timeout(&self, out: &mut Vec<T>, max: usize, timeout: Duration) -> usize {
         self.recv_until(out, max, Instant::now() + timeout)
     }
+}
+
+/// Waits at most `timeout` (`None`: forever) until one of `fds` has input
+/// or hung up, and sets `readable[i]` for each that has. An error (EINTR
+/// and the like) marks them all readable: a needless read costs one
+/// `EAGAIN`, a missed one would stall the connection.
+pub fn poll_readable(fds: &[BorrowedFd<'_>], timeout: Option<Duration>, readable: &mut Vec<bool>) {
+    let mut polled: Vec<PollFd<'_>> = fds
+        .iter()
+        .map(|fd| PollFd::from_borrowed_fd(*fd, PollFlags::IN))
+        .collect();
+    // A timeout too large for a Timespec is as good as forever.
+    let timeout = timeout.and_then(|t| Timespec::try_from(t).ok());
+    let ok = rustix::event::poll(&mut polled, timeout.as_ref()).is_ok();
+    readable.clear();
+    readable.extend(polled.iter().map(|fd| !ok || !fd.revents().is_empty()));
 }
 
 impl<T> Drop for InboxReceiver<T> {

@@ -364,6 +364,18 @@ pub struct Replica {
     inbound: Vec<InboundPeer>,
 }
 
+/// Reads what `peer` holds now into `frames`; false once the connection
+/// is done (closed, bad bytes, sender no longer a member).
+fn read_peer(peer: &mut InboundPeer, frames: &mut Vec<Inbound>) -> bool {
+    match peer.read(frames) {
+        Ok(()) => true,
+        Err(reason) => {
+            tracing::debug!(from = %peer.from(), %reason, "peer connection closed");
+            false
+        }
+    }
+}
+
 fn encode_members(format: u8, members: &Members, extra_capacity: usize) -> Vec<u8> {
     let members_json = serde_json::to_vec(members).expect("plain data serializes");
     let mut out = Vec::with_capacity(5 + members_json.len() + extra_capacity);
@@ -485,7 +497,9 @@ impl Replica {
                 &mut readable,
             );
             drop(fds);
-            self.read_peers(&readable);
+            if let Err(e) = self.read_peers(&readable) {
+                break Err(e);
+            }
             for request in batch.drain(..) {
                 match self.handle(request) {
                     Ok(false) => {}
@@ -539,51 +553,27 @@ impl Replica {
     /// reported; when it reported none (the turn did not sleep, or woke
     /// for the inbox), one non-blocking `poll` asks again, so peers are
     /// read every turn however busy the inbox is.
-    fn read_peers(&mut self, readable: &[bool]) {
+    fn read_peers(&mut self, readable: &[bool]) -> Result<(), ReplicaError> {
         if self.inbound.is_empty() {
-            return;
+            return Ok(());
         }
-        let ready: Vec<bool> = if readable.iter().any(|r| *r)
-            && readable.len() == self.inbound.len()
-        {
-            readable.to_vec()
-        } else {
-            let mut fds: Vec<rustix::event::PollFd<'_>> = self
-                .inbound
-                .iter()
-                .map(|peer| {
-                    rustix::event::PollFd::from_borrowed_fd(peer.fd(), rustix::event::PollFlags::IN)
-                })
-                .collect();
-            let zero = rustix::event::Timespec {
-                tv_sec: 0,
-                tv_nsec: 0,
-            };
-            if rustix::event::poll(&mut fds, Some(&zero)).is_err() {
-                vec![true; fds.len()]
-            } else {
-                fds.iter().map(|fd| !fd.revents().is_empty()).collect()
-            }
-        };
+        let mut ready = readable.to_vec();
+        if ready.len() != self.inbound.len() || !ready.contains(&true) {
+            let fds: Vec<_> = self.inbound.iter().map(|peer| peer.fd()).collect();
+            crate::inbox::poll_readable(&fds, Some(Duration::ZERO), &mut ready);
+        }
         let mut frames = Vec::new();
-        let mut index = 0;
-        self.inbound.retain_mut(|peer| {
-            let keep = !ready[index]
-                || match peer.read(&mut frames) {
-                    Ok(()) => true,
-                    Err(reason) => {
-                        tracing::debug!(from = %peer.from(), %reason, "peer connection closed");
-                        false
-                    }
-                };
-            index += 1;
-            keep
-        });
+        let mut ready = ready.into_iter();
+        self.inbound
+            .retain_mut(|peer| !ready.next().unwrap_or(true) || read_peer(peer, &mut frames));
+        self.handle_frames(frames)
+    }
+
+    fn handle_frames(&mut self, frames: Vec<Inbound>) -> Result<(), ReplicaError> {
         for inbound in frames {
-            // Peer frames never stop the loop; errors inside them are the
-            // core's to ignore.
-            let _ = self.handle(Request::Peer(inbound));
+            self.handle(Request::Peer(inbound))?;
         }
+        Ok(())
     }
 
     /// Handles one request; `Ok(true)` means stop.
@@ -627,15 +617,10 @@ impl Replica {
                 // Frames that came in with the Hello are buffered already,
                 // and `poll` would not report them.
                 let mut frames = Vec::new();
-                match peer.read(&mut frames) {
-                    Ok(()) => self.inbound.push(peer),
-                    Err(reason) => {
-                        tracing::debug!(from = %peer.from(), %reason, "peer connection closed")
-                    }
+                if read_peer(&mut peer, &mut frames) {
+                    self.inbound.push(peer);
                 }
-                for inbound in frames {
-                    self.handle(Request::Peer(inbound))?;
-                }
+                self.handle_frames(frames)?;
             }
             Request::Peer(Inbound::Raft(messages)) => {
                 for m in messages {

@@ -407,10 +407,8 @@ impl InboundPeer {
             if budget == 0 {
                 return Ok(());
             }
+            self.frames.make_room();
             let buf = &mut self.frames.buf;
-            if buf.capacity() - buf.len() < READ_CHUNK_BYTES / 4 {
-                buf.reserve(READ_CHUNK_BYTES);
-            }
             let start = buf.len();
             // Safe code must zero what it reads into; a piece this size
             // costs little to zero and holds a typical batch of frames.
@@ -500,9 +498,7 @@ impl FrameReader {
             if let Some(frame) = self.cut()? {
                 return Ok(frame);
             }
-            if self.buf.capacity() - self.buf.len() < READ_CHUNK_BYTES / 4 {
-                self.buf.reserve(READ_CHUNK_BYTES);
-            }
+            self.make_room();
             let read = stream
                 .read_buf(&mut self.buf)
                 .await
@@ -510,6 +506,13 @@ impl FrameReader {
             if read == 0 {
                 return Err("connection closed".into());
             }
+        }
+    }
+
+    /// Keeps at least a quarter chunk free to read into.
+    fn make_room(&mut self) {
+        if self.buf.capacity() - self.buf.len() < READ_CHUNK_BYTES / 4 {
+            self.buf.reserve(READ_CHUNK_BYTES);
         }
     }
 
