@@ -1,9 +1,10 @@
 //! # concord-bench: an etcd v3 load generator
 //!
-//! `concord bench` drives a cluster through the etcd v3 gRPC protocol, using
-//! the tonic clients generated in `concord-etcd-proto` (not a third-party
-//! etcd client), so one run measures Concord and a real etcd alike and the
-//! results can be compared as ratios.
+//! `concord bench` drives a cluster through the etcd v3 gRPC protocol, with
+//! the messages generated in `concord-etcd-proto` (not a third-party etcd
+//! client), so one run measures Concord and a real etcd alike and the
+//! results can be compared as ratios. Unary KV calls go straight onto an
+//! HTTP/2 connection ([`unary`]), streams through tonic's clients.
 //!
 //! What it measures, per run: throughput, latency percentiles from an HDR
 //! histogram (p50/p90/p99/p99.9/max), and errors grouped by kind. It prints
@@ -36,6 +37,7 @@ pub mod options;
 pub mod report;
 pub mod runner;
 pub mod schedule;
+pub mod unary;
 
 pub use error::BenchError;
 pub use options::{BenchArgs, BenchConfig, Op};

@@ -17,11 +17,12 @@ use crate::keys::{self, KeyPicker};
 use crate::options::{BenchConfig, Op};
 use crate::report::{status_kind, ClientTally, Report};
 use crate::schedule::Schedule;
+use crate::unary::UnaryChannel;
 use concord_etcd_proto::etcdserverpb::{
-    compare, kv_client::KvClient, lease_client::LeaseClient, request_op, response_op,
-    watch_client::WatchClient, watch_request, Compare, LeaseGrantRequest, LeaseKeepAliveRequest,
-    LeaseKeepAliveResponse, LeaseRevokeRequest, PutRequest, RangeRequest, RequestOp, TxnRequest,
-    WatchCreateRequest, WatchRequest, WatchResponse,
+    compare, lease_client::LeaseClient, request_op, response_op, watch_client::WatchClient,
+    watch_request, Compare, LeaseGrantRequest, LeaseKeepAliveRequest, LeaseKeepAliveResponse,
+    LeaseRevokeRequest, PutRequest, PutResponse, RangeRequest, RangeResponse, RequestOp,
+    TxnRequest, TxnResponse, WatchCreateRequest, WatchRequest, WatchResponse,
 };
 use concord_etcd_proto::tonic::codec::Streaming;
 use concord_etcd_proto::tonic::transport::{Channel, Endpoint};
@@ -45,7 +46,36 @@ pub const CLIENT_TIMEOUT: &str = "client timeout";
 /// Error kind of a watch event that never arrived.
 pub const WATCH_EVENT_MISSING: &str = "watch event not received";
 
-/// Opens `config.conns` connections, spread over the endpoints.
+/// Whether `op` streams (a lease keep-alive, watches): those go through
+/// tonic; unary KV calls go over [`UnaryChannel`]s.
+fn uses_streams(op: Op) -> bool {
+    matches!(op, Op::LeaseKeepalive | Op::WatchLatency)
+}
+
+/// Whether `op` sends unary KV calls.
+fn uses_unary(op: Op) -> bool {
+    !matches!(op, Op::LeaseKeepalive)
+}
+
+/// Opens `config.conns` bare HTTP/2 connections for unary KV calls, spread
+/// over the endpoints.
+async fn connect_unary(config: &BenchConfig) -> Result<Vec<UnaryChannel>, BenchError> {
+    let mut channels = Vec::with_capacity(config.conns);
+    for i in 0..config.conns {
+        let endpoint = &config.endpoints[i % config.endpoints.len()];
+        let channel = UnaryChannel::connect(endpoint, SETUP_TIMEOUT)
+            .await
+            .map_err(|reason| BenchError::Connect {
+                endpoint: endpoint.clone(),
+                reason,
+            })?;
+        channels.push(channel);
+    }
+    Ok(channels)
+}
+
+/// Opens `config.conns` tonic connections (for streams), spread over the
+/// endpoints.
 async fn connect(config: &BenchConfig) -> Result<Vec<Channel>, BenchError> {
     let mut channels = Vec::with_capacity(config.conns);
     for i in 0..config.conns {
@@ -66,6 +96,29 @@ async fn connect(config: &BenchConfig) -> Result<Vec<Channel>, BenchError> {
     Ok(channels)
 }
 
+/// gRPC paths of the unary KV calls (etcd's `etcdserverpb.KV` service).
+const RANGE: &str = "/etcdserverpb.KV/Range";
+const PUT: &str = "/etcdserverpb.KV/Put";
+const TXN: &str = "/etcdserverpb.KV/Txn";
+
+/// A client's share of the connections: the kinds its op uses.
+struct Conn {
+    grpc: Option<Channel>,
+    unary: Option<UnaryChannel>,
+}
+
+impl Conn {
+    fn unary(self) -> Result<UnaryChannel, BenchError> {
+        self.unary
+            .ok_or_else(|| BenchError::Setup("no unary connection for this op".into()))
+    }
+
+    fn grpc(self) -> Result<Channel, BenchError> {
+        self.grpc
+            .ok_or_else(|| BenchError::Setup("no gRPC connection for this op".into()))
+    }
+}
+
 /// What a successful request reports besides its latency.
 #[derive(Debug, Default, Clone, Copy)]
 struct Outcome {
@@ -82,7 +135,7 @@ pub const MAX_CAS_ATTEMPTS: u64 = 8;
 enum Worker {
     /// put, range, range-serializable and the puts of watch-latency.
     Kv {
-        client: KvClient<Channel>,
+        client: UnaryChannel,
         picker: KeyPicker,
         value: Vec<u8>,
         /// Nanoseconds since this instant are stamped into watch values.
@@ -90,13 +143,13 @@ enum Worker {
     },
     /// txn-cas, remembering the last mod_revision seen per key.
     Cas {
-        client: KvClient<Channel>,
+        client: UnaryChannel,
         picker: KeyPicker,
         value: Vec<u8>,
         seen: HashMap<u64, i64>,
     },
     /// lease-keepalive on its own stream.
-    Lease(LeaseStream),
+    Lease(Box<LeaseStream>),
 }
 
 /// A lease and its keep-alive stream.
@@ -204,7 +257,10 @@ impl Worker {
                             serializable: op == Op::RangeSerializable,
                             ..Default::default()
                         };
-                        client.range(request).await.map_err(|s| status_kind(&s))?;
+                        client
+                            .call::<_, RangeResponse>(RANGE, &request)
+                            .await
+                            .map_err(|s| status_kind(&s))?;
                     }
                     _ => {
                         let mut value = value.clone();
@@ -217,7 +273,10 @@ impl Worker {
                             value,
                             ..Default::default()
                         };
-                        client.put(request).await.map_err(|s| status_kind(&s))?;
+                        client
+                            .call::<_, PutResponse>(PUT, &request)
+                            .await
+                            .map_err(|s| status_kind(&s))?;
                     }
                 }
                 Ok(Outcome::default())
@@ -238,11 +297,10 @@ impl Worker {
                 while misses < MAX_CAS_ATTEMPTS {
                     let expected = seen.get(&index).copied().unwrap_or(0);
                     let request = cas_request(key.clone(), value.clone(), expected);
-                    let response = client
-                        .txn(request)
+                    let response: TxnResponse = client
+                        .call(TXN, &request)
                         .await
-                        .map_err(|s| status_kind(&s))?
-                        .into_inner();
+                        .map_err(|s| status_kind(&s))?;
                     if response.succeeded {
                         let revision = response.header.map_or(0, |h| h.revision);
                         seen.insert(index, revision);
@@ -343,7 +401,7 @@ async fn client_loop(
 
 async fn make_worker(
     config: &BenchConfig,
-    channel: Channel,
+    channel: Conn,
     client: usize,
     stamp_base: Option<Instant>,
 ) -> Result<Worker, BenchError> {
@@ -356,24 +414,24 @@ async fn make_worker(
     let value = keys::value(config.val_size);
     Ok(match config.op {
         Op::Put | Op::Range | Op::RangeSerializable | Op::WatchLatency => Worker::Kv {
-            client: KvClient::new(channel),
+            client: channel.unary()?,
             picker,
             value,
             stamp_base,
         },
         Op::TxnCas => Worker::Cas {
-            client: KvClient::new(channel),
+            client: channel.unary()?,
             picker,
             value,
             seen: HashMap::new(),
         },
         Op::LeaseKeepalive => {
-            let open = LeaseStream::open(LeaseClient::new(channel), config.lease_ttl);
+            let open = LeaseStream::open(LeaseClient::new(channel.grpc()?), config.lease_ttl);
             let lease = tokio::time::timeout(SETUP_TIMEOUT, open)
                 .await
                 .map_err(|_| BenchError::Setup("lease grant or keep-alive timed out".into()))?
                 .map_err(BenchError::Setup)?;
-            Worker::Lease(lease)
+            Worker::Lease(Box::new(lease))
         }
         Op::FsyncProbe => unreachable!("the fsync probe needs no server"),
     })
@@ -478,7 +536,16 @@ async fn watcher_loop(
 /// Runs the configured load and returns the report.
 pub async fn run(config: BenchConfig) -> Result<Report, BenchError> {
     let config = Arc::new(config);
-    let channels = connect(&config).await?;
+    let channels = if uses_streams(config.op) {
+        connect(&config).await?
+    } else {
+        Vec::new()
+    };
+    let unary = if uses_unary(config.op) {
+        connect_unary(&config).await?
+    } else {
+        Vec::new()
+    };
     let stamp_base = Instant::now();
 
     let mut watchers = Vec::new();
@@ -498,7 +565,11 @@ pub async fn run(config: BenchConfig) -> Result<Report, BenchError> {
     let mut workers = Vec::with_capacity(config.clients);
     let base = (config.op == Op::WatchLatency).then_some(stamp_base);
     for c in 0..config.clients {
-        workers.push(make_worker(&config, channels[c % channels.len()].clone(), c, base).await?);
+        let conn = Conn {
+            grpc: (!channels.is_empty()).then(|| channels[c % channels.len()].clone()),
+            unary: (!unary.is_empty()).then(|| unary[c % unary.len()].clone()),
+        };
+        workers.push(make_worker(&config, conn, c, base).await?);
     }
 
     let start = Instant::now();
