@@ -51,6 +51,11 @@ use std::path::Path;
 use std::sync::atomic::{AtomicBool, AtomicU64};
 use std::sync::{Arc, RwLock};
 use std::time::Duration;
+use tower_layer::Layer;
+
+/// After a failed accept (no descriptors left), how long the client
+/// listener waits before it tries again.
+const ACCEPT_ERROR_PAUSE: Duration = Duration::from_millis(50);
 
 /// Why a member could not start.
 #[derive(Debug, thiserror::Error)]
@@ -494,50 +499,48 @@ pub fn start(config: NodeConfig) -> Result<RunningNode, StartError> {
             health_reporter
                 .set_service_status("", concord_etcd_proto::health::ServingStatus::Serving)
                 .await;
-            // `Server::tcp_nodelay` only covers listeners tonic binds itself;
-            // without NODELAY on our own sockets every response's trailers
-            // wait for the client's delayed ACK (~40 ms per request).
-            // AuthorityFix: etcd's Go clients may send `:authority` with a
-            // scheme, which h2 would refuse (api/authority.rs).
-            let incoming = tokio_stream::StreamExt::map(
-                tokio_stream::wrappers::TcpListenerStream::new(listener),
-                |stream| {
-                    stream.map(|s| {
-                        let _ = s.set_nodelay(true);
-                        AuthorityFix::new(s)
-                    })
-                },
-            );
-            // HTTP/1.1 is accepted for etcd's JSON gateway: the layer sends
-            // every request that is not gRPC there (api/gateway.rs).
-            let result = tonic::transport::Server::builder()
-                .tcp_nodelay(true)
-                .accept_http1(true)
-                .layer(GatewayLayer::new(GatewayConfig::new(max_request_bytes)))
-                .add_service(
-                    KvServer::new(api.clone())
-                        .max_decoding_message_size(max_message)
-                        .max_encoding_message_size(usize::MAX),
-                )
-                .add_service(ClusterServer::new(api.clone()).max_decoding_message_size(max_message))
-                .add_service(
-                    WatchServer::new(api.clone())
-                        .max_decoding_message_size(max_message)
-                        .max_encoding_message_size(usize::MAX),
-                )
-                .add_service(LeaseServer::new(api.clone()).max_decoding_message_size(max_message))
-                .add_service(LockServer::new(api.clone()).max_decoding_message_size(max_message))
-                .add_service(
-                    ElectionServer::new(api.clone()).max_decoding_message_size(max_message),
-                )
-                .add_service(
-                    MaintenanceServer::new(api.clone()).max_decoding_message_size(max_message),
-                )
-                .add_service(health_service)
-                .serve_with_incoming(incoming)
-                .await;
-            if let Err(e) = result {
-                tracing::error!(error = %e, "client API server stopped");
+            let routes = tonic::service::Routes::new(
+                KvServer::new(api.clone())
+                    .max_decoding_message_size(max_message)
+                    .max_encoding_message_size(usize::MAX),
+            )
+            .add_service(ClusterServer::new(api.clone()).max_decoding_message_size(max_message))
+            .add_service(
+                WatchServer::new(api.clone())
+                    .max_decoding_message_size(max_message)
+                    .max_encoding_message_size(usize::MAX),
+            )
+            .add_service(LeaseServer::new(api.clone()).max_decoding_message_size(max_message))
+            .add_service(LockServer::new(api.clone()).max_decoding_message_size(max_message))
+            .add_service(ElectionServer::new(api.clone()).max_decoding_message_size(max_message))
+            .add_service(MaintenanceServer::new(api.clone()).max_decoding_message_size(max_message))
+            .add_service(health_service)
+            .prepare();
+            // Every request that is not gRPC goes to etcd's JSON gateway
+            // (api/gateway.rs), over HTTP/1.1 or HTTP/2.
+            let services = GatewayLayer::new(GatewayConfig::new(max_request_bytes)).layer(routes);
+            loop {
+                let stream = match listener.accept().await {
+                    Ok((stream, _)) => stream,
+                    Err(e) => {
+                        // Out of descriptors and the like: the listener
+                        // recovers when connections close; do not spin.
+                        tracing::warn!(error = %e, "accepting a client connection");
+                        tokio::time::sleep(ACCEPT_ERROR_PAUSE).await;
+                        continue;
+                    }
+                };
+                // Without NODELAY every response's trailers wait for the
+                // client's delayed ACK (~40 ms per request).
+                let _ = stream.set_nodelay(true);
+                // AuthorityFix: etcd's Go clients may send `:authority` with
+                // a scheme, which h2 would refuse (api/authority.rs).
+                tokio::spawn(crate::api::serve::serve_connection(
+                    AuthorityFix::new(stream),
+                    api.clone(),
+                    services.clone(),
+                    max_message,
+                ));
             }
         });
     }

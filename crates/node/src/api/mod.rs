@@ -19,6 +19,7 @@ pub mod lease;
 pub mod lock;
 pub mod maintenance;
 mod recipe;
+pub mod serve;
 pub mod snapshot;
 pub mod watch;
 
