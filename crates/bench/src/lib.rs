@@ -49,6 +49,9 @@ pub fn run(config: BenchConfig) -> Result<Report, BenchError> {
     if config.op == Op::FsyncProbe {
         return fsync_probe::run(&config);
     }
+    if !runner::uses_streams(config.op) {
+        return runner::run_sharded(config);
+    }
     let mut runtime = tokio::runtime::Builder::new_multi_thread();
     runtime
         .worker_threads(config.threads)

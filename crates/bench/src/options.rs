@@ -120,7 +120,8 @@ pub struct BenchArgs {
     /// Folder for the fsync-probe file (use the disk the data lives on).
     #[arg(long, default_value = ".")]
     pub probe_dir: std::path::PathBuf,
-    /// Client worker threads (0: one per CPU).
+    /// Client threads (0: one per CPU). Unary ops give each thread its
+    /// own share of the connections and their clients.
     #[arg(long, default_value_t = 0)]
     pub threads: usize,
     /// Seed of the key choice, so runs are repeatable.

@@ -48,7 +48,7 @@ pub const WATCH_EVENT_MISSING: &str = "watch event not received";
 
 /// Whether `op` streams (a lease keep-alive, watches): those go through
 /// tonic; unary KV calls go over [`UnaryChannel`]s.
-fn uses_streams(op: Op) -> bool {
+pub fn uses_streams(op: Op) -> bool {
     matches!(op, Op::LeaseKeepalive | Op::WatchLatency)
 }
 
@@ -606,6 +606,145 @@ pub async fn run(config: BenchConfig) -> Result<Report, BenchError> {
     }
     let elapsed = start.elapsed();
     Ok(Report::new(&config, &tally, backlog, elapsed))
+}
+
+/// Runs a unary op (put, range, txn-cas) on `config.threads` threads, each
+/// with a single-threaded runtime that owns its share of the connections
+/// and the clients on them (connection `i` belongs to thread
+/// `i % threads`, client `c` to connection `c % conns`). A response then
+/// wakes its client on the thread that read it: no work stealing and no
+/// cross-thread wake-ups between a connection and its clients, which on a
+/// 2-core machine shared with the servers under test cost more CPU than
+/// the requests themselves (BENCHMARKS.md, session 8). All threads start
+/// on one schedule once every connection is up.
+pub fn run_sharded(config: BenchConfig) -> Result<Report, BenchError> {
+    assert!(!uses_streams(config.op), "streaming ops run on one runtime");
+    let config = Arc::new(config);
+    let shards = config.threads.clamp(1, config.conns);
+    let (ready_tx, ready_rx) = std::sync::mpsc::channel::<Result<(), BenchError>>();
+    let mut starts = Vec::with_capacity(shards);
+    let mut threads = Vec::with_capacity(shards);
+    for shard in 0..shards {
+        let (start_tx, start_rx) = tokio::sync::oneshot::channel::<Arc<Schedule>>();
+        starts.push(start_tx);
+        let config = Arc::clone(&config);
+        let ready = ready_tx.clone();
+        let thread = std::thread::Builder::new()
+            .name(format!("concord-bench-{shard}"))
+            .spawn(move || run_shard(&config, shard, shards, &ready, start_rx))
+            .map_err(|e| BenchError::Runtime(e.to_string()))?;
+        threads.push(thread);
+    }
+    drop(ready_tx);
+    let mut setup = Ok(());
+    for _ in 0..shards {
+        match ready_rx.recv() {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => {
+                setup = Err(e);
+                break;
+            }
+            Err(_) => {
+                setup = Err(BenchError::Runtime("a client thread stopped".into()));
+                break;
+            }
+        }
+    }
+    let start = Instant::now();
+    let schedule = Arc::new(Schedule::new(
+        start,
+        config.interval,
+        config.total,
+        config.duration,
+    ));
+    if setup.is_ok() {
+        for start_tx in starts {
+            let _ = start_tx.send(Arc::clone(&schedule));
+        }
+    } else {
+        // Dropping the senders tells every thread to stop.
+        drop(starts);
+    }
+    let mut tally = ClientTally::default();
+    for thread in threads {
+        match thread.join() {
+            Ok(t) => tally.merge(&t),
+            Err(_) => tally.errors.add("client thread panicked"),
+        }
+    }
+    setup?;
+    let backlog = schedule.backlog(Instant::now());
+    Ok(Report::new(&config, &tally, backlog, start.elapsed()))
+}
+
+/// One thread of [`run_sharded`]: connects its connections, makes its
+/// workers, reports ready, waits for the schedule and runs its clients.
+fn run_shard(
+    config: &Arc<BenchConfig>,
+    shard: usize,
+    shards: usize,
+    ready: &std::sync::mpsc::Sender<Result<(), BenchError>>,
+    start: tokio::sync::oneshot::Receiver<Arc<Schedule>>,
+) -> ClientTally {
+    let runtime = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(runtime) => runtime,
+        Err(e) => {
+            let _ = ready.send(Err(BenchError::Runtime(e.to_string())));
+            return ClientTally::default();
+        }
+    };
+    runtime.block_on(async {
+        let setup = async {
+            let mut conns = HashMap::new();
+            for i in (shard..config.conns).step_by(shards) {
+                let endpoint = &config.endpoints[i % config.endpoints.len()];
+                let channel = UnaryChannel::connect(endpoint, SETUP_TIMEOUT)
+                    .await
+                    .map_err(|reason| BenchError::Connect {
+                        endpoint: endpoint.clone(),
+                        reason,
+                    })?;
+                conns.insert(i, channel);
+            }
+            let mut workers = Vec::new();
+            for c in (0..config.clients).filter(|c| (c % config.conns) % shards == shard) {
+                let conn = Conn {
+                    grpc: None,
+                    unary: conns.get(&(c % config.conns)).cloned(),
+                };
+                workers.push(make_worker(config, conn, c, None).await?);
+            }
+            Ok::<_, BenchError>(workers)
+        };
+        let workers = match setup.await {
+            Ok(workers) => {
+                let _ = ready.send(Ok(()));
+                workers
+            }
+            Err(e) => {
+                let _ = ready.send(Err(e));
+                return ClientTally::default();
+            }
+        };
+        let Ok(schedule) = start.await else {
+            return ClientTally::default();
+        };
+        let tasks: Vec<_> = workers
+            .into_iter()
+            .map(|w| tokio::spawn(client_loop(w, Arc::clone(config), Arc::clone(&schedule))))
+            .collect();
+        let mut tally = ClientTally::default();
+        for task in tasks {
+            match task.await {
+                Ok(t) => tally.merge(&t),
+                Err(e) => tally.errors.add(&format!("client task failed: {e}")),
+            }
+        }
+        tally
+    })
 }
 
 #[cfg(test)]

@@ -75,6 +75,29 @@ fn every_op_completes_its_requests_against_a_cluster() {
             "{op}: {json}"
         );
     }
+    // Client threads, connections and clients in shapes that leave a
+    // thread without clients or a connection with several.
+    for (threads, conns, clients) in [("4", "4", "2"), ("3", "2", "5"), ("1", "3", "7")] {
+        let json = report(&bench(
+            &all,
+            &[
+                "--op",
+                "put",
+                "--total",
+                "50",
+                "--threads",
+                threads,
+                "--conns",
+                conns,
+                "--clients",
+                clients,
+                "--key-space",
+                "40",
+            ],
+        ));
+        assert_eq!(json["ok"], 50, "threads {threads} conns {conns}: {json}");
+        assert_eq!(json["errors"], 0, "threads {threads} conns {conns}: {json}");
+    }
     // The puts (and swaps) really happened: the keys are there.
     let mut client = rt.block_on(cluster.client(0));
     let keys = rt
@@ -122,6 +145,32 @@ fn refusals_are_counted_under_the_servers_error() {
         &["--op", "put", "--total", "10", "--val-size", "100"],
     ));
     assert_eq!(json["ok"], 10, "{json}");
+}
+
+#[test]
+fn one_dead_endpoint_among_live_ones_stops_the_run_with_its_address() {
+    let rt = runtime();
+    let cluster = rt.block_on(Cluster::start(1));
+    let dead = format!("127.0.0.1:{}", free_ports(1)[0]);
+    let endpoints = format!("{},{dead}", cluster.members[0].client_addr());
+    // Connection 1 (the dead endpoint) belongs to the second client thread;
+    // the first connects fine and must not wait forever for the start.
+    let output = bench(
+        &endpoints,
+        &[
+            "--op",
+            "put",
+            "--total",
+            "5",
+            "--conns",
+            "2",
+            "--threads",
+            "2",
+        ],
+    );
+    assert!(!output.status.success(), "{output:?}");
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(stderr.contains(&dead), "{stderr}");
 }
 
 #[test]
