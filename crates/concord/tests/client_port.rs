@@ -228,3 +228,48 @@ fn an_unknown_method_is_unimplemented_over_the_same_connection() {
         assert_eq!(status.grpc_status, "0", "{status:?}");
     });
 }
+
+#[test]
+fn silent_and_half_greeting_connections_do_not_hold_up_other_clients() {
+    use tokio::io::AsyncWriteExt;
+    let rt = runtime();
+    let cluster = rt.block_on(Cluster::start(1));
+    let addr = cluster.members[0].client_addr();
+    let origin = format!("http://{addr}");
+    rt.block_on(async {
+        // Each waits in the server for the first bytes that tell HTTP/2
+        // from HTTP/1.1 (at most PREFACE_TIMEOUT, 10 s).
+        let mut idle = Vec::new();
+        for i in 0..60 {
+            let mut tcp = tokio::net::TcpStream::connect(&addr).await.unwrap();
+            if i % 2 == 1 {
+                tcp.write_all(b"PRI * HTTP/2.0\r\n").await.unwrap();
+            }
+            idle.push(tcp);
+        }
+        let started = std::time::Instant::now();
+        let tcp = tokio::net::TcpStream::connect(&addr).await.unwrap();
+        let (send, connection) = h2::client::handshake(tcp).await.expect("h2 handshake");
+        tokio::spawn(async move {
+            let _ = connection.await;
+        });
+        let message = put_message(b"k", b"v");
+        let put = call(
+            &send,
+            &origin,
+            "/etcdserverpb.KV/Put",
+            framed(false, message.len() as u32, &message),
+        )
+        .await;
+        assert_eq!(put.grpc_status, "0", "{put:?}");
+        // A liveness bound, not a speed claim: were the accept loop to wait
+        // on a connection's first bytes, this call would come only after
+        // the idle connections' 10 s preface timeouts.
+        assert!(
+            started.elapsed() < Duration::from_secs(5),
+            "served only after {:?}",
+            started.elapsed()
+        );
+        drop(idle);
+    });
+}
