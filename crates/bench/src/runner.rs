@@ -57,19 +57,24 @@ fn uses_unary(op: Op) -> bool {
     !matches!(op, Op::LeaseKeepalive)
 }
 
+/// Opens connection `i` of the unary KV calls (endpoint `i` modulo their
+/// number).
+async fn connect_unary_at(config: &BenchConfig, i: usize) -> Result<UnaryChannel, BenchError> {
+    let endpoint = &config.endpoints[i % config.endpoints.len()];
+    UnaryChannel::connect(endpoint, SETUP_TIMEOUT)
+        .await
+        .map_err(|reason| BenchError::Connect {
+            endpoint: endpoint.clone(),
+            reason,
+        })
+}
+
 /// Opens `config.conns` bare HTTP/2 connections for unary KV calls, spread
 /// over the endpoints.
 async fn connect_unary(config: &BenchConfig) -> Result<Vec<UnaryChannel>, BenchError> {
     let mut channels = Vec::with_capacity(config.conns);
     for i in 0..config.conns {
-        let endpoint = &config.endpoints[i % config.endpoints.len()];
-        let channel = UnaryChannel::connect(endpoint, SETUP_TIMEOUT)
-            .await
-            .map_err(|reason| BenchError::Connect {
-                endpoint: endpoint.clone(),
-                reason,
-            })?;
-        channels.push(channel);
+        channels.push(connect_unary_at(config, i).await?);
     }
     Ok(channels)
 }
@@ -700,14 +705,7 @@ fn run_shard(
         let setup = async {
             let mut conns = HashMap::new();
             for i in (shard..config.conns).step_by(shards) {
-                let endpoint = &config.endpoints[i % config.endpoints.len()];
-                let channel = UnaryChannel::connect(endpoint, SETUP_TIMEOUT)
-                    .await
-                    .map_err(|reason| BenchError::Connect {
-                        endpoint: endpoint.clone(),
-                        reason,
-                    })?;
-                conns.insert(i, channel);
+                conns.insert(i, connect_unary_at(config, i).await?);
             }
             let mut workers = Vec::new();
             for c in (0..config.clients).filter(|c| (c % config.conns) % shards == shard) {

@@ -21,9 +21,10 @@
 //!    connection's flow-control window, so a connection never stalls on
 //!    data it has consumed.
 
-use bytes::{Buf, BufMut, Bytes, BytesMut};
+use bytes::{Buf, Bytes, BytesMut};
 use concord_etcd_proto::prost::Message;
 use concord_etcd_proto::tonic::{Code, Status};
+use concord_etcd_proto::{grpc_frame as encode, GRPC_PREFIX_BYTES as PREFIX_BYTES};
 use std::time::Duration;
 use tokio::net::TcpStream;
 
@@ -31,9 +32,6 @@ use tokio::net::TcpStream;
 /// range or a put's header), and a bound on what a misbehaving server can
 /// make the benchmark allocate (invariant 2).
 pub const RESPONSE_BYTES_MAX: usize = 64 << 20;
-
-/// gRPC's length prefix: one compression flag byte, four length bytes.
-const PREFIX_BYTES: usize = 5;
 
 /// HTTP/2 windows as tonic's client sets them by default, so both transports
 /// offer the server the same flow control.
@@ -128,18 +126,6 @@ impl UnaryChannel {
 /// An h2 error as the Status a client would see from tonic.
 fn transport(e: h2::Error) -> Status {
     Status::unavailable(format!("transport: {e}"))
-}
-
-/// The length-prefixed message.
-fn encode<Q: Message>(message: &Q) -> Bytes {
-    let length = message.encoded_len();
-    let mut out = BytesMut::with_capacity(PREFIX_BYTES + length);
-    out.put_u8(0);
-    out.put_u32(u32::try_from(length).unwrap_or(u32::MAX));
-    message
-        .encode(&mut out)
-        .expect("the buffer was sized for the message");
-    out.freeze()
 }
 
 /// Decodes exactly one uncompressed length-prefixed message.

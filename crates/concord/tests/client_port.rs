@@ -65,6 +65,16 @@ fn grpc_request(origin: &str, path: &str) -> http::Request<()> {
         .unwrap()
 }
 
+/// An HTTP/2 connection to `addr`, driven by a task of its own.
+async fn connect(addr: &str) -> h2::client::SendRequest<Bytes> {
+    let tcp = tokio::net::TcpStream::connect(addr).await.unwrap();
+    let (send, connection) = h2::client::handshake(tcp).await.expect("h2 handshake");
+    tokio::spawn(async move {
+        let _ = connection.await;
+    });
+    send
+}
+
 async fn call(
     send: &h2::client::SendRequest<Bytes>,
     origin: &str,
@@ -114,11 +124,7 @@ fn malformed_kv_calls_get_grpc_errors_and_the_connection_keeps_serving() {
     let addr = cluster.members[0].client_addr();
     let origin = format!("http://{addr}");
     rt.block_on(async {
-        let tcp = tokio::net::TcpStream::connect(&addr).await.unwrap();
-        let (send, connection) = h2::client::handshake(tcp).await.expect("h2 handshake");
-        tokio::spawn(async move {
-            let _ = connection.await;
-        });
+        let send = connect(&addr).await;
         let put = "/etcdserverpb.KV/Put";
         let message = put_message(b"k", b"v");
 
@@ -203,11 +209,7 @@ fn an_unknown_method_is_unimplemented_over_the_same_connection() {
     let addr = cluster.members[0].client_addr();
     let origin = format!("http://{addr}");
     rt.block_on(async {
-        let tcp = tokio::net::TcpStream::connect(&addr).await.unwrap();
-        let (send, connection) = h2::client::handshake(tcp).await.expect("h2 handshake");
-        tokio::spawn(async move {
-            let _ = connection.await;
-        });
+        let send = connect(&addr).await;
         let unknown = call(
             &send,
             &origin,
@@ -248,11 +250,7 @@ fn silent_and_half_greeting_connections_do_not_hold_up_other_clients() {
             idle.push(tcp);
         }
         let started = std::time::Instant::now();
-        let tcp = tokio::net::TcpStream::connect(&addr).await.unwrap();
-        let (send, connection) = h2::client::handshake(tcp).await.expect("h2 handshake");
-        tokio::spawn(async move {
-            let _ = connection.await;
-        });
+        let send = connect(&addr).await;
         let message = put_message(b"k", b"v");
         let put = call(
             &send,

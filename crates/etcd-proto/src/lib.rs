@@ -67,6 +67,25 @@ pub use tonic_health as health;
 pub use prost;
 pub use tonic;
 
+/// gRPC's length prefix on a message (gRPC over HTTP/2, "Length-Prefixed-Message"):
+/// a compression flag byte, then the length as 4 big-endian bytes.
+pub const GRPC_PREFIX_BYTES: usize = 5;
+
+/// `message` as one uncompressed length-prefixed gRPC message, for code
+/// that speaks HTTP/2 itself (Concord's client port, the bench's unary
+/// calls) rather than through tonic.
+pub fn grpc_frame<M: prost::Message>(message: &M) -> prost::bytes::Bytes {
+    use prost::bytes::BufMut;
+    let length = message.encoded_len();
+    let mut out = prost::bytes::BytesMut::with_capacity(GRPC_PREFIX_BYTES + length);
+    out.put_u8(0);
+    out.put_u32(u32::try_from(length).unwrap_or(u32::MAX));
+    message
+        .encode(&mut out)
+        .expect("the buffer was sized for the message");
+    out.freeze()
+}
+
 /// Encoded `google.protobuf.FileDescriptorSet` of every `.proto` file in this
 /// crate (imports included, source info stripped).
 pub const FILE_DESCRIPTOR_SET: &[u8] =

@@ -32,10 +32,11 @@
 //!    [`MAX_CONCURRENT_STREAMS`]; a connection's failure ends only it.
 
 use super::Api;
-use bytes::{Buf, BufMut, Bytes, BytesMut};
+use bytes::{Buf, Bytes, BytesMut};
 use concord_etcd_proto::etcdserverpb as pb;
 use concord_etcd_proto::etcdserverpb::kv_server::Kv;
 use concord_etcd_proto::prost::Message;
+use concord_etcd_proto::{grpc_frame as encode, GRPC_PREFIX_BYTES as PREFIX_BYTES};
 use futures_util::stream::{FuturesUnordered, StreamExt};
 use h2::server::SendResponse;
 use h2::{RecvStream, SendStream};
@@ -69,9 +70,6 @@ const CONNECTION_WINDOW_BYTES: u32 = 8 << 20;
 
 /// Largest header block accepted (hyper's default, which tonic used).
 const MAX_HEADER_LIST_BYTES: u32 = 16 << 10;
-
-/// gRPC's length prefix: compression flag, four length bytes.
-const PREFIX_BYTES: usize = 5;
 
 type BoxError = Box<dyn std::error::Error + Send + Sync>;
 
@@ -343,18 +341,6 @@ async fn dispatch(api: &Api, call: KvCall, message: Bytes) -> Result<Bytes, Stat
             Ok(encode(answer.get_ref()))
         }
     }
-}
-
-/// The length-prefixed answer.
-fn encode<M: Message>(message: &M) -> Bytes {
-    let length = message.encoded_len();
-    let mut out = BytesMut::with_capacity(PREFIX_BYTES + length);
-    out.put_u8(0);
-    out.put_u32(u32::try_from(length).unwrap_or(u32::MAX));
-    message
-        .encode(&mut out)
-        .expect("the buffer was sized for the message");
-    out.freeze()
 }
 
 /// Serves a stream that is not a unary KV call through the tonic services
