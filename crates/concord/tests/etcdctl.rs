@@ -532,20 +532,29 @@ fn etcdctl_takes_endpoints_with_a_scheme() {
     assert_eq!(statuses[0]["Endpoint"], one.as_str());
     assert_ne!(statuses[0]["Status"]["leader"], 0, "{status}");
 
-    let cluster = json(&ok(
-        &one,
-        &["endpoint", "status", "--cluster", "-w", "json"],
-    ));
-    let mut endpoints: Vec<String> = cluster
-        .as_array()
-        .expect("status list")
-        .iter()
-        .map(|s| s["Endpoint"].as_str().expect("endpoint").to_string())
-        .collect();
-    endpoints.sort();
+    // `--cluster` lists the client URLs members have published; each
+    // publishes them by a proposal of its own once it has a leader (as in
+    // etcd), which may come a moment after the cluster answers.
     let mut expected: Vec<String> = concord.members.iter().map(|m| m.client_url()).collect();
     expected.sort();
-    assert_eq!(endpoints, expected);
+    support::must_wait_for_blocking("every member's client URL in --cluster", || {
+        let cluster = json(&ok(
+            &one,
+            &["endpoint", "status", "--cluster", "-w", "json"],
+        ));
+        let mut endpoints: Vec<String> = cluster
+            .as_array()
+            .expect("status list")
+            .iter()
+            .map(|s| s["Endpoint"].as_str().expect("endpoint").to_string())
+            .collect();
+        endpoints.sort();
+        if endpoints == expected {
+            Ok(())
+        } else {
+            Err(format!("{endpoints:?}"))
+        }
+    });
 
     let hashes = json(&ok(&one, &["endpoint", "hashkv", "-w", "json"]));
     assert_eq!(hashes.as_array().expect("hash list").len(), 1, "{hashes}");
