@@ -577,24 +577,8 @@ pub async fn run(config: BenchConfig) -> Result<Report, BenchError> {
         workers.push(make_worker(&config, conn, c, base).await?);
     }
 
-    let start = Instant::now();
-    let schedule = Arc::new(Schedule::new(
-        start,
-        config.interval,
-        config.total,
-        config.duration,
-    ));
-    let tasks: Vec<_> = workers
-        .into_iter()
-        .map(|w| tokio::spawn(client_loop(w, Arc::clone(&config), Arc::clone(&schedule))))
-        .collect();
-    let mut tally = ClientTally::default();
-    for task in tasks {
-        match task.await {
-            Ok(t) => tally.merge(&t),
-            Err(e) => tally.errors.add(&format!("client task failed: {e}")),
-        }
-    }
+    let (start, schedule) = schedule_from_now(&config);
+    let mut tally = run_clients(workers, &config, &schedule).await;
     let backlog = schedule.backlog(Instant::now());
 
     if config.op == Op::WatchLatency {
@@ -655,13 +639,7 @@ pub fn run_sharded(config: BenchConfig) -> Result<Report, BenchError> {
             }
         }
     }
-    let start = Instant::now();
-    let schedule = Arc::new(Schedule::new(
-        start,
-        config.interval,
-        config.total,
-        config.duration,
-    ));
+    let (start, schedule) = schedule_from_now(&config);
     if setup.is_ok() {
         for start_tx in starts {
             let _ = start_tx.send(Arc::clone(&schedule));
@@ -730,19 +708,36 @@ fn run_shard(
         let Ok(schedule) = start.await else {
             return ClientTally::default();
         };
-        let tasks: Vec<_> = workers
-            .into_iter()
-            .map(|w| tokio::spawn(client_loop(w, Arc::clone(config), Arc::clone(&schedule))))
-            .collect();
-        let mut tally = ClientTally::default();
-        for task in tasks {
-            match task.await {
-                Ok(t) => tally.merge(&t),
-                Err(e) => tally.errors.add(&format!("client task failed: {e}")),
-            }
-        }
-        tally
+        run_clients(workers, config, &schedule).await
     })
+}
+
+/// The run's schedule, starting now.
+fn schedule_from_now(config: &BenchConfig) -> (Instant, Arc<Schedule>) {
+    let start = Instant::now();
+    let schedule = Schedule::new(start, config.interval, config.total, config.duration);
+    (start, Arc::new(schedule))
+}
+
+/// Runs every worker as a task of the current runtime on `schedule` and
+/// merges their tallies.
+async fn run_clients(
+    workers: Vec<Worker>,
+    config: &Arc<BenchConfig>,
+    schedule: &Arc<Schedule>,
+) -> ClientTally {
+    let tasks: Vec<_> = workers
+        .into_iter()
+        .map(|w| tokio::spawn(client_loop(w, Arc::clone(config), Arc::clone(schedule))))
+        .collect();
+    let mut tally = ClientTally::default();
+    for task in tasks {
+        match task.await {
+            Ok(t) => tally.merge(&t),
+            Err(e) => tally.errors.add(&format!("client task failed: {e}")),
+        }
+    }
+    tally
 }
 
 #[cfg(test)]
