@@ -84,7 +84,10 @@ pub(crate) fn read_file(path: &Path) -> Result<Vec<u8>> {
 /// project's ext4: p50 0.21 ms against 0.30 ms, BENCHMARKS.md), and every
 /// acknowledged write waits for one. Best effort: where the file system
 /// cannot (or the disk is too full to reserve), the file stays as it was and
-/// writes allocate as they go, which is slower but equally correct.
+/// writes allocate as they go, which is slower but equally correct. The
+/// blocks it reserves are unwritten, and the first write into each still
+/// costs a metadata update at the next sync; the WAL writes zeros ahead of
+/// its records for that reason (`wal::ZERO_AHEAD_BYTES`).
 pub(crate) fn preallocate(file: &File, len: u64) -> bool {
     len > 0 && rustix::fs::fallocate(file, FallocateFlags::empty(), 0, len).is_ok()
 }

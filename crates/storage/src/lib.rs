@@ -51,4 +51,6 @@ pub use record::{
 };
 pub use snapshot::SNAPSHOTS_KEPT;
 pub use storage::{RaftStorage, Recovered, RecoveryNote, SnapshotFile, StorageOptions};
-pub use wal::{SEGMENT_BYTES_DEFAULT, SEGMENT_BYTES_LIMIT, WRITE_FLUSH_BYTES_DEFAULT};
+pub use wal::{
+    SEGMENT_BYTES_DEFAULT, SEGMENT_BYTES_LIMIT, WRITE_FLUSH_BYTES_DEFAULT, ZERO_AHEAD_BYTES,
+};

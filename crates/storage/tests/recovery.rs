@@ -7,7 +7,8 @@ use common::*;
 use concord_raft::{HardState, LogIndex, NodeId, Term};
 use concord_storage::{
     RaftStorage, RecoveryNote, StorageError, StorageOptions, ENTRY_DATA_BYTES_MAX,
-    ENTRY_RECORD_OVERHEAD_BYTES, SEGMENT_HEADER_RECORD_BYTES,
+    ENTRY_RECORD_OVERHEAD_BYTES, SEGMENT_BYTES_DEFAULT, SEGMENT_HEADER_RECORD_BYTES,
+    ZERO_AHEAD_BYTES,
 };
 use std::fs;
 use std::path::Path;
@@ -282,6 +283,66 @@ fn the_newest_segment_is_preallocated_and_sealed_ones_hold_only_records() {
     let (_, rec) = open_with(tmp.path(), small);
     assert_eq!(indexes(&rec.entries), (1..=60).collect::<Vec<_>>());
     assert!(rec.notes.is_empty(), "{:?}", rec.notes);
+}
+
+/// Where the first hole of `path` begins: the end of the bytes the file
+/// system holds data for (written zeros count as data, reserved space not).
+fn first_hole(path: &Path) -> u64 {
+    let f = fs::File::open(path).unwrap();
+    rustix::fs::seek(&f, rustix::fs::SeekFrom::Hole(0)).unwrap()
+}
+
+#[test]
+fn zeros_are_kept_written_just_ahead_of_the_records_and_end_the_log() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (mut s, _) = open(tmp.path());
+    let wal = wal_files(tmp.path()).pop().unwrap();
+    if first_hole(&wal) >= SEGMENT_BYTES_DEFAULT {
+        eprintln!("this file system does not report reserved space as holes: nothing to observe");
+        return;
+    }
+    const BLOCK: u64 = 4096;
+    let mut records_end = SEGMENT_HEADER_RECORD_BYTES as u64;
+    let mut next = 1u64;
+    let mut write_batches = |s: &mut RaftStorage, batches: usize, records_end: &mut u64| {
+        for _ in 0..batches {
+            // 8 entries of 4,000 nonzero bytes: about one stretch per 8 syncs.
+            let batch: Vec<_> = (next..next + 8)
+                .map(|i| entry(i, 1, &[(i % 250) as u8 + 1; 4000]))
+                .collect();
+            next += 8;
+            s.append(&batch).unwrap();
+            s.sync().unwrap();
+            *records_end += batch
+                .iter()
+                .map(|e| (ENTRY_RECORD_OVERHEAD_BYTES + e.data.len()) as u64)
+                .sum::<u64>();
+            // Written (as zeros) at least half a stretch past the records, at
+            // most a whole one (to the block), and the file never grows.
+            let hole = first_hole(&wal);
+            assert!(
+                hole >= *records_end + ZERO_AHEAD_BYTES / 2
+                    && hole <= (*records_end + ZERO_AHEAD_BYTES).next_multiple_of(BLOCK),
+                "records end at {records_end}, data at {hole}"
+            );
+            assert_eq!(fs::metadata(&wal).unwrap().len(), SEGMENT_BYTES_DEFAULT);
+        }
+    };
+    write_batches(&mut s, 40, &mut records_end);
+    drop(s);
+
+    // The zeros after the records are the end of the log, not a torn tail.
+    let (mut s, rec) = open(tmp.path());
+    assert_eq!(indexes(&rec.entries), (1..=320).collect::<Vec<_>>());
+    assert!(rec.notes.is_empty(), "{:?}", rec.notes);
+    assert_eq!(wal_files(tmp.path()), vec![wal.clone()]);
+    // The resumed writer zeroes ahead of where the records end too.
+    write_batches(&mut s, 10, &mut records_end);
+    drop(s);
+    let (_, rec) = open(tmp.path());
+    assert_eq!(indexes(&rec.entries), (1..=400).collect::<Vec<_>>());
+    assert!(rec.notes.is_empty(), "{:?}", rec.notes);
+    assert_segment_holds(&wal, &segment_records(&wal));
 }
 
 #[test]
