@@ -2,6 +2,7 @@
 //! and hands over to the library crates; errors become a message and a
 //! non-zero exit here, at the edge.
 
+mod alloc;
 mod bench;
 mod check;
 mod dev;
@@ -9,14 +10,6 @@ mod serve;
 mod snapshot;
 
 use clap::{Parser, Subcommand};
-
-/// mimalloc instead of glibc's malloc: the hot paths allocate and free many
-/// small buffers across threads (a request on a tokio worker, its command on
-/// the replica loop, its record in the WAL writer), where glibc spent 11% of
-/// the loop's time in `_int_malloc`/`unlink_chunk`/`malloc_consolidate`
-/// (BENCHMARKS.md, "Where Concord's time goes").
-#[global_allocator]
-static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 #[derive(Parser)]
 #[command(
@@ -46,6 +39,7 @@ enum Command {
 }
 
 fn main() {
+    alloc::tune();
     tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_default_env()
