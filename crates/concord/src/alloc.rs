@@ -20,8 +20,9 @@ static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 /// between snapshots), and with a 1 s delay every cycle returned the memory
 /// and then faulted it in again, zeroing each page (10% of a follower's CPU
 /// at 64 clients was `clear_page`). With 30 s: no page faults under load,
-/// 7.6% less CPU per put and 7% more puts/s at 64 clients (BENCHMARKS.md,
-/// session 10); an idle member still returns what it freed after 30 s.
+/// 4-8% less CPU per put and 4-7% more puts/s at 64 clients (interleaved
+/// runs, BENCHMARKS.md session 10); an idle member still returns what it
+/// freed after 30 s.
 pub const PURGE_DELAY_MS: i64 = 30_000;
 
 /// The variable through which mimalloc reads the same setting.

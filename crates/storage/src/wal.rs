@@ -284,7 +284,9 @@ pub(crate) struct Wal {
     file_size: u64,
     /// Where the zeros written ahead of the records end: bytes of `file`
     /// between `file_len` and this offset hold data (zeros) on disk, not
-    /// just reserved space (see [`ZERO_AHEAD_BYTES`]). At most `file_size`.
+    /// just reserved space (see [`ZERO_AHEAD_BYTES`]). At most `file_size`;
+    /// set to `file_size` after a failed write of zeros, so the refill is
+    /// not retried on every sync (a hint for speed, never for recovery).
     zeroed_until: u64,
     /// Encoded records not yet written to `file`; reused across appends so
     /// the hot path does not allocate.
