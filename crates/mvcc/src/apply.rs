@@ -25,9 +25,9 @@
 //!    the pre-transaction state, and `check_txn_intervals` forbids two writes
 //!    to one key, so no op can fail once the checks passed. If one does
 //!    anyway, that is a bug and the batch fails as a whole.
-//! 3. Every write to `revs` has its entry in the overlay (index invariant
+//! 3. Every write to `chunks` has its entry in the overlay (index invariant
 //!    1 once published), and keeps the schema invariants of `schema.rs`.
-//! 4. Compaction deletes its records from `revs` at once but leaves the
+//! 4. Compaction deletes its records from `chunks` at once but leaves the
 //!    index entries until publication; the batch's later reads are at
 //!    revisions `>=` the compacted one, which never need them (index
 //!    invariant 3).
@@ -40,13 +40,14 @@ use std::ops::Bound;
 use redb::{ReadableTable, Table, WriteTransaction};
 
 use crate::check::check_txn_intervals;
+use crate::chunks::{self, CHUNKS, CHUNK_BYTES_MAX, CHUNK_RECORDS_MAX};
 use crate::command::{Command, Response};
 use crate::error::MvccError;
 use crate::index::{self, compaction_cut, IndexView, KeyRange, Keys, Layered, Newest, Rev};
-use crate::read::{plan_range, with_record};
+use crate::read::{plan_range, with_record, Records};
 use crate::schema::{
     Record, RevKey, LEASES, LEASE_KEYS, META, META_APPLIED_INDEX, META_COMPACT_REVISION,
-    META_REVISION, REVS,
+    META_REVISION,
 };
 use crate::types::{
     CompactionResponse, DeleteRangeRequest, DeleteRangeResponse, Event, EventKind, KeyValue,
@@ -155,7 +156,13 @@ pub(crate) struct Applier<'t, 'i> {
     buf: Vec<u8>,
     /// Keep a copy of every record written (for the pending log).
     keep_written: bool,
+    /// The batch's records: those not yet in `chunks` (from `flushed` on),
+    /// and, if `keep_written`, the ones before them too.
     written: Vec<(RevKey, Box<[u8]>)>,
+    /// Records of `written` already stored as chunks.
+    flushed: usize,
+    /// Bytes of `written[flushed..]`.
+    unflushed_bytes: usize,
     written_bytes: usize,
     leases_changed: bool,
 }
@@ -170,7 +177,7 @@ impl<'t, 'i> Applier<'t, 'i> {
         keep_written: bool,
     ) -> Result<Self, MvccError> {
         Ok(Applier {
-            revs: txn.open_table(REVS)?,
+            revs: txn.open_table(CHUNKS)?,
             leases: txn.open_table(LEASES)?,
             lease_keys: txn.open_table(LEASE_KEYS)?,
             base,
@@ -181,6 +188,8 @@ impl<'t, 'i> Applier<'t, 'i> {
             buf: Vec::new(),
             keep_written,
             written: Vec::new(),
+            flushed: 0,
+            unflushed_bytes: 0,
             written_bytes: 0,
             leases_changed: false,
         })
@@ -198,9 +207,24 @@ impl<'t, 'i> Applier<'t, 'i> {
         Ok(())
     }
 
-    /// Closes the tables and hands over what the store publishes.
-    pub fn finish(self) -> Outcome {
-        Outcome {
+    /// Stores the records written since the last flush as chunks (one, unless
+    /// they exceed a chunk's limits). Records stay readable throughout: a
+    /// lookup finds unflushed ones in `written`, the rest in `chunks`.
+    fn flush(&mut self) -> Result<(), MvccError> {
+        chunks::append(&mut self.revs, &self.written[self.flushed..], &mut self.buf)?;
+        if !self.keep_written {
+            self.written.clear();
+        }
+        self.flushed = self.written.len();
+        self.unflushed_bytes = 0;
+        Ok(())
+    }
+
+    /// Stores what is left, closes the tables and hands over what the
+    /// store publishes.
+    pub fn finish(mut self) -> Result<Outcome, MvccError> {
+        self.flush()?;
+        Ok(Outcome {
             overlay: self.overlay,
             compact_cuts: self.compact_cuts,
             revision: self.revision,
@@ -208,6 +232,15 @@ impl<'t, 'i> Applier<'t, 'i> {
             written: self.written,
             written_bytes: self.written_bytes,
             leases_changed: self.leases_changed,
+        })
+    }
+
+    /// The versions this batch can read: its own unflushed writes, then
+    /// `chunks`.
+    fn records(&self) -> BatchRecords<'_, 't> {
+        BatchRecords {
+            unflushed: &self.written[self.flushed..],
+            table: &self.revs,
         }
     }
 
@@ -229,7 +262,7 @@ impl<'t, 'i> Applier<'t, 'i> {
 
     /// The version stored at `rev`, with its value (one read).
     fn read_kv(&self, rev: Rev) -> Result<KeyValue, MvccError> {
-        with_record(&self.revs, rev, |r| Ok(r.to_kv(true)))
+        with_record(&self.records(), rev, |r| Ok(r.to_kv(true)))
     }
 
     /// Applies one command. Returns its response and events.
@@ -349,10 +382,13 @@ impl<'t, 'i> Applier<'t, 'i> {
     fn write_record(&mut self, w: &mut Writes, record: &Record<'_>) -> Result<(), MvccError> {
         record.encode_into(&mut self.buf);
         let at = (record.mod_main, record.mod_sub);
-        self.revs.insert(at, self.buf.as_slice())?;
-        if self.keep_written {
-            self.written_bytes += self.buf.len();
-            self.written.push((at, self.buf.as_slice().into()));
+        self.written_bytes += self.buf.len();
+        self.unflushed_bytes += self.buf.len();
+        self.written.push((at, self.buf.as_slice().into()));
+        if self.unflushed_bytes >= CHUNK_BYTES_MAX
+            || self.written.len() - self.flushed >= CHUNK_RECORDS_MAX
+        {
+            self.flush()?;
         }
         let (rev, newest) = record.index_entry();
         index::push(&mut self.overlay, record.key, rev, newest);
@@ -513,7 +549,7 @@ impl<'t, 'i> Applier<'t, 'i> {
         let revision = w.read_revision();
         let compacted = self.compacted;
         let mut path = Vec::new();
-        compare_path(&self.view(), &self.revs, revision, req, &mut path)?;
+        compare_path(&self.view(), &self.records(), revision, req, &mut path)?;
         let mut at = 0;
         check_ops(req, &path, &mut at, &mut |op| match op {
             RequestOp::Put(p) => self.validate_put(p),
@@ -563,7 +599,7 @@ impl<'t, 'i> Applier<'t, 'i> {
             responses.push(match op {
                 RequestOp::Range(r) => {
                     let plan = plan_range(&self.view(), r, w.read_revision(), self.compacted)?;
-                    ResponseOp::Range(plan.finish(&self.revs)?)
+                    ResponseOp::Range(plan.finish(&self.records())?)
                 }
                 RequestOp::Put(p) => ResponseOp::Put(self.put(w, p)?),
                 RequestOp::DeleteRange(d) => ResponseOp::DeleteRange(self.delete_range(w, d)?),
@@ -581,7 +617,7 @@ impl<'t, 'i> Applier<'t, 'i> {
     /// etcd's `Compact` with synchronous physical removal: for every key,
     /// drop the versions below its newest one at or below `rev`, and that
     /// one too if it is a tombstone. The index is walked in memory (etcd's
-    /// `treeIndex.Compact`) under the read lock; the records go from `revs`
+    /// `treeIndex.Compact`) under the read lock; the records go from `chunks`
     /// in revision order; the index entries go at publication (invariant 4),
     /// where only the keys that lose some are touched.
     fn compact(&mut self, rev: i64) -> Result<(), Fail> {
@@ -620,12 +656,33 @@ impl<'t, 'i> Applier<'t, 'i> {
             cut(k, &[], o);
         }
         victims.sort_unstable();
-        for at in victims {
-            // A second compaction in one batch finds some already gone.
-            self.revs.remove(at)?;
-        }
+        // The batch's own victims too: store them first, then take every
+        // victim out of the chunks at once. A second compaction in one batch
+        // finds some already gone.
+        self.flush().map_err(Fail::Fatal)?;
+        chunks::remove(&mut self.revs, &victims, &mut self.buf).map_err(Fail::Fatal)?;
         self.compacted = rev;
         Ok(())
+    }
+}
+
+/// An apply batch's readable versions ([`Applier::records`]).
+struct BatchRecords<'a, 't> {
+    /// Written by this batch, not in `table` yet; ascending.
+    unflushed: &'a [(RevKey, Box<[u8]>)],
+    table: &'a Table<'t, RevKey, &'static [u8]>,
+}
+
+impl Records for BatchRecords<'_, '_> {
+    fn with_bytes<R>(
+        &self,
+        at: RevKey,
+        f: impl FnOnce(Option<&[u8]>) -> Result<R, MvccError>,
+    ) -> Result<R, MvccError> {
+        match self.unflushed.binary_search_by(|(k, _)| k.cmp(&at)) {
+            Ok(i) => f(Some(&self.unflushed[i].1)),
+            Err(_) => chunks::get(self.table, at, f),
+        }
     }
 }
 
@@ -634,7 +691,7 @@ impl<'t, 'i> Applier<'t, 'i> {
 /// pre-transaction view, depth first.
 fn compare_path(
     view: &impl IndexView,
-    records: &impl ReadableTable<RevKey, &'static [u8]>,
+    records: &impl Records,
     revision: i64,
     req: &TxnRequest,
     path: &mut Vec<bool>,

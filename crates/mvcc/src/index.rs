@@ -8,7 +8,7 @@
 //!
 //! Invariants:
 //! 1. A key's revisions are strictly ascending by `(main, sub)` and name
-//!    exactly the versions `revs` holds for that key (schema invariant 1);
+//!    exactly the versions `chunks` holds for that key (schema invariant 1);
 //!    a key with no retained version is absent from the map.
 //! 2. After compaction at `C` (see [`compaction_cut`]) a key keeps at most
 //!    one revision `<= C`, its newest, and only if that is not a tombstone.
@@ -35,7 +35,7 @@ pub(crate) struct Rev {
 }
 
 impl Rev {
-    /// Its key in the `revs` table.
+    /// Where it is stored: its revision as `(main, sub)`.
     pub fn at(self) -> (i64, u32) {
         (self.main, self.sub)
     }
@@ -138,7 +138,7 @@ impl Revs {
 /// Key -> ascending retained revisions.
 pub(crate) type Keys = BTreeMap<Box<[u8]>, Revs>;
 
-/// The newest revision of `revs` at or below `rev`, tombstones included.
+/// The newest of `revs` at or below `rev`, tombstones included.
 pub(crate) fn newest_at(revs: &[Rev], rev: i64) -> Option<Rev> {
     let n = revs.partition_point(|r| r.main <= rev);
     n.checked_sub(1).map(|i| revs[i])

@@ -34,6 +34,7 @@
 
 mod apply;
 pub mod check;
+mod chunks;
 mod command;
 mod error;
 mod index;

@@ -5,7 +5,7 @@
 //! 100 ms (etcd's batch interval), so a put costs a few page updates
 //! instead of a commit. Readers cannot see into an open write transaction,
 //! so every batch also hands its records, the same bytes it wrote to
-//! `revs`, to this log, which readers consult before their redb read
+//! `chunks`, to this log, which readers consult before their redb read
 //! transaction (etcd's `txReadBuffer` plays the same part for bbolt).
 //!
 //! Invariants:
@@ -17,7 +17,7 @@
 //!    a commit that holds them all. So a reader that, holding the read lock,
 //!    does not find a published record here began its read transaction
 //!    after that commit and finds it there.
-//! 3. A record here is byte for byte the one in `revs` (versions are
+//! 3. A record here is byte for byte the one in `chunks` (versions are
 //!    immutable), so a reader that finds a record in both may use either.
 
 use std::sync::Arc;

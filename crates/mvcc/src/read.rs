@@ -17,6 +17,7 @@ use std::cmp::Ordering;
 
 use redb::ReadableTable;
 
+use crate::chunks;
 use crate::error::MvccError;
 use crate::index::{IndexView, KeyRange, Rev};
 use crate::pending::Pending;
@@ -46,23 +47,39 @@ pub(crate) fn resolve_read_revision(
     Ok(rev)
 }
 
-/// Reads and decodes the record at `rev`; a revision the index names but
-/// the table lacks is corruption.
-pub(crate) fn fetch<'g>(
-    guard: &'g Option<redb::AccessGuard<'_, &'static [u8]>>,
-    rev: Rev,
-) -> Result<Record<'g>, MvccError> {
-    decode_at(guard.as_ref().map(|g| g.value()), rev)
+/// Somewhere versions can be looked up by revision: a table of chunks
+/// ([`Stored`]), a reader's pending log in front of one
+/// ([`ReaderRecords`]), or an apply batch's own writes in front of one.
+pub(crate) trait Records {
+    /// Calls `f` with the record stored at `at` (`None` if not held).
+    fn with_bytes<R>(
+        &self,
+        at: RevKey,
+        f: impl FnOnce(Option<&[u8]>) -> Result<R, MvccError>,
+    ) -> Result<R, MvccError>;
 }
 
-/// Calls `f` with the decoded record at `rev`.
+/// A `chunks` table (`chunks.rs`) as [`Records`].
+pub(crate) struct Stored<'a, T>(pub &'a T);
+
+impl<T: ReadableTable<RevKey, &'static [u8]>> Records for Stored<'_, T> {
+    fn with_bytes<R>(
+        &self,
+        at: RevKey,
+        f: impl FnOnce(Option<&[u8]>) -> Result<R, MvccError>,
+    ) -> Result<R, MvccError> {
+        chunks::get(self.0, at, f)
+    }
+}
+
+/// Calls `f` with the decoded record at `rev`; a revision the index names
+/// but `records` lack is corruption.
 pub(crate) fn with_record<T>(
-    table: &impl ReadableTable<RevKey, &'static [u8]>,
+    records: &impl Records,
     rev: Rev,
     f: impl FnOnce(Record<'_>) -> Result<T, MvccError>,
 ) -> Result<T, MvccError> {
-    let guard = table.get(rev.at())?;
-    f(fetch(&guard, rev)?)
+    records.with_bytes(rev.at(), |bytes| f(decode_at(bytes, rev)?))
 }
 
 /// Decodes the record at `rev` from its stored bytes (`None`: the table
@@ -88,26 +105,36 @@ fn decode_at(bytes: Option<&[u8]>, rev: Rev) -> Result<Record<'_>, MvccError> {
 pub(crate) type RecordVisitor<'f> = dyn FnMut(RevKey, &[u8]) -> Result<bool, MvccError> + 'f;
 
 /// A reader's records: the versions no commit holds yet (`pending.rs`),
-/// then its redb read transaction's `revs` table.
+/// then its redb read transaction's `chunks` table.
 pub(crate) struct ReaderRecords<'a, T> {
     /// A copy of the published pending log, taken under the read lock.
     pub pending: &'a Pending,
-    /// `revs` of a read transaction begun under the same lock.
+    /// `chunks` of a read transaction begun under the same lock.
     pub table: &'a T,
 }
 
+impl<T: ReadableTable<RevKey, &'static [u8]>> Records for ReaderRecords<'_, T> {
+    /// Pending invariant 2: a record not pending is in the table.
+    fn with_bytes<R>(
+        &self,
+        at: RevKey,
+        f: impl FnOnce(Option<&[u8]>) -> Result<R, MvccError>,
+    ) -> Result<R, MvccError> {
+        match self.pending.get(at) {
+            Some(bytes) => f(Some(bytes)),
+            None => chunks::get(self.table, at, f),
+        }
+    }
+}
+
 impl<T: ReadableTable<RevKey, &'static [u8]>> ReaderRecords<'_, T> {
-    /// Calls `f` with the decoded record at `rev` (pending invariant 2:
-    /// a record not pending is in the table).
+    /// Calls `f` with the decoded record at `rev`.
     pub fn with_record<R>(
         &self,
         rev: Rev,
         f: impl FnOnce(Record<'_>) -> Result<R, MvccError>,
     ) -> Result<R, MvccError> {
-        match self.pending.get(rev.at()) {
-            Some(bytes) => f(decode_at(Some(bytes), rev)?),
-            None => with_record(self.table, rev, f),
-        }
+        with_record(self, rev, f)
     }
 
     /// Calls `f(revision, bytes)` for every record at or below `upto` from
@@ -120,14 +147,9 @@ impl<T: ReadableTable<RevKey, &'static [u8]>> ReaderRecords<'_, T> {
         upto: RevKey,
         f: &mut RecordVisitor<'_>,
     ) -> Result<(), MvccError> {
-        let mut last: Option<RevKey> = None;
-        for entry in self.table.range::<RevKey>(from..=upto)? {
-            let (at, bytes) = entry?;
-            let at = at.value();
-            last = Some(at);
-            if !f(at, bytes.value())? {
-                return Ok(());
-            }
+        let (last, stopped) = chunks::scan(self.table, from, upto, f)?;
+        if stopped {
+            return Ok(());
         }
         let after = match last {
             Some(at) => at,
@@ -243,10 +265,7 @@ impl RangePlan<'_> {
     /// Second half: fetches the planned versions not prefetched from
     /// `records` (a view of the store that retains every version the plan
     /// names) and applies etcd's filters, sort and limit.
-    pub fn finish(
-        self,
-        records: &impl ReadableTable<RevKey, &'static [u8]>,
-    ) -> Result<RangeResponse, MvccError> {
+    pub fn finish(self, records: &impl Records) -> Result<RangeResponse, MvccError> {
         let req = self.req;
         let mut kvs = Vec::with_capacity(self.targets.len());
         let mut fetched = self.fetched.into_iter();
@@ -312,7 +331,7 @@ impl RangePlan<'_> {
 /// etcd's `applyCompare`, evaluated at `revision`.
 pub(crate) fn compare(
     index: &impl IndexView,
-    records: &impl ReadableTable<RevKey, &'static [u8]>,
+    records: &impl Records,
     revision: i64,
     c: &Compare,
 ) -> Result<bool, MvccError> {

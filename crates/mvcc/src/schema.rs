@@ -2,17 +2,20 @@
 //!
 //! ```text
 //! meta        &str           -> i64      revision, compact_revision, applied_index, schema
-//! revs        (main, sub)    -> Record   every retained version, tombstones included
+//! chunks      (main, sub)    -> chunk    every retained version, tombstones included,
+//!                                        many Records to a value (`chunks.rs`)
 //! leases      id             -> (granted_ttl, remaining_ttl)
 //! lease_keys  (id, key)      -> ()       keys attached to each lease
 //! ```
 //!
 //! etcd's layout ("bbolt keyed by revision"): versions are stored by
 //! revision only, so the writes of a batch append to the last leaf pages of
-//! `revs` instead of dirtying one leaf per key in a key-ordered table (what
-//! schema 1 did, at ~15 KiB written per put). Which revisions a key has is
-//! kept in memory, in the key index (`index.rs`), rebuilt from `revs` at
-//! open.
+//! the table instead of dirtying one leaf per key in a key-ordered table
+//! (what schema 1 did, at ~15 KiB written per put). Schema 3 stores an
+//! apply batch's versions as one value (schema 2 stored one per version in
+//! `revs`, and paid a B-tree insert for each). Which revisions a key has is
+//! kept in memory, in the key index (`index.rs`), rebuilt from the versions
+//! at open.
 //!
 //! `lease_keys` stays a table: only leased writes touch it (the hot path of
 //! unleased puts never does), it keeps lease reads in one redb snapshot with
@@ -20,7 +23,8 @@
 //! derivable from `revs`, like the key index.
 //!
 //! Invariants (checked by `StoreReader::verify`, relied on by every reader):
-//! 1. Every record's key in `revs` is its revision; its content decodes.
+//! 1. Every record is stored under its revision in a chunk (`chunks.rs`
+//!    invariants); its content decodes.
 //! 2. `lease_keys` holds `(l, k)` iff the newest version of `k` is live with
 //!    lease `l != 0`, and every such `l` is in `leases`.
 //! 3. After compaction at `C`, no version with `main <= C` is a tombstone,
@@ -40,15 +44,13 @@ use crate::types::KeyValue;
 
 /// Store-wide scalars.
 pub(crate) const META: TableDefinition<&str, i64> = TableDefinition::new("meta");
-/// Every retained version, by revision `(main, sub)`.
-pub(crate) const REVS: TableDefinition<(i64, u32), &[u8]> = TableDefinition::new("revs");
 /// Leases: id -> (granted TTL, last checkpointed remaining TTL).
 pub(crate) const LEASES: TableDefinition<i64, (i64, i64)> = TableDefinition::new("leases");
 /// Lease attachments: (lease id, key).
 pub(crate) const LEASE_KEYS: TableDefinition<(i64, &[u8]), ()> = TableDefinition::new("lease_keys");
 
 /// Every table, for clearing at restore.
-pub(crate) const ALL_TABLE_NAMES: [&str; 4] = ["meta", "revs", "leases", "lease_keys"];
+pub(crate) const ALL_TABLE_NAMES: [&str; 4] = ["meta", "chunks", "leases", "lease_keys"];
 
 /// `meta` key: the store revision.
 pub(crate) const META_REVISION: &str = "revision";
@@ -58,9 +60,10 @@ pub(crate) const META_COMPACT_REVISION: &str = "compact_revision";
 pub(crate) const META_APPLIED_INDEX: &str = "applied_index";
 /// `meta` key: the schema version of this file.
 pub(crate) const META_SCHEMA: &str = "schema";
-/// The schema this build writes and reads. A schema-1 file (key-ordered
-/// `current` and `history` tables) is upgraded at open (`migrate.rs`).
-pub(crate) const SCHEMA_VERSION: i64 = 2;
+/// The schema this build writes and reads. Schema-1 (key-ordered `current`
+/// and `history` tables) and schema-2 files (one `revs` value per version)
+/// are upgraded at open (`migrate.rs`).
+pub(crate) const SCHEMA_VERSION: i64 = 3;
 
 /// Compacted revision of a store that was never compacted. etcd starts its
 /// `compactMainRev` at -1 and reports it as such in HashKV.
@@ -85,7 +88,7 @@ pub(crate) const RECORD_HEADER_LEN: usize = 1 + 1 + 8 + 8 + 8 + 4;
 pub(crate) struct Record<'a> {
     /// Deleted at `mod_main`.
     pub tombstone: bool,
-    /// Revision of this version (the record's key in `revs`).
+    /// Revision of this version (where it is stored, not in its bytes).
     pub mod_main: i64,
     /// Position within its revision.
     pub mod_sub: u32,
@@ -119,7 +122,7 @@ impl<'a> Record<'a> {
     }
 
     /// Writes the encoding to `out` (cleared first). The revision is not
-    /// part of it: it is the record's key.
+    /// part of it: the chunk's directory holds it.
     pub fn encode_into(&self, out: &mut Vec<u8>) {
         out.clear();
         out.reserve(RECORD_HEADER_LEN + self.key.len() + self.value.len());
@@ -227,7 +230,12 @@ mod tests {
 
     #[test]
     fn table_names_match_definitions() {
-        let defined = [META.name(), REVS.name(), LEASES.name(), LEASE_KEYS.name()];
+        let defined = [
+            META.name(),
+            crate::chunks::CHUNKS.name(),
+            LEASES.name(),
+            LEASE_KEYS.name(),
+        ];
         assert_eq!(defined, ALL_TABLE_NAMES);
     }
 

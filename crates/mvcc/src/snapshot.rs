@@ -8,9 +8,10 @@
 //! 0x00                                                    end
 //! u32:crc32c of every byte above
 //! ```
-//! (integers little-endian; `record` is the `revs` value of `schema.rs`,
-//! which carries the key). Format 2; format 1 (schema 1, versions in key
-//! order) is refused. Only `revs` and `leases` travel; `lease_keys` and the
+//! (integers little-endian; `record` is `schema.rs`'s `Record` encoding,
+//! which carries the key; the stream does not depend on how the file
+//! groups versions into chunks). Format 2; format 1 (schema 1, versions in key
+//! order) is refused. Only `chunks` and `leases` travel; `lease_keys` and the
 //! key index are derived from them on restore.
 //!
 //! Invariants:
@@ -26,13 +27,14 @@ use std::io::{BufReader, BufWriter, Read, Write};
 
 use redb::{ReadTransaction, ReadableTable, WriteTransaction};
 
+use crate::chunks::{Appender, CHUNKS};
 use crate::error::MvccError;
 use crate::index::{self, Keys};
 use crate::pending::Pending;
 use crate::read::ReaderRecords;
 use crate::schema::{
     Record, ALL_TABLE_NAMES, LEASES, LEASE_KEYS, META, META_APPLIED_INDEX, META_COMPACT_REVISION,
-    META_REVISION, META_SCHEMA, REVS, SCHEMA_VERSION,
+    META_REVISION, META_SCHEMA, SCHEMA_VERSION,
 };
 use crate::store::read_meta;
 
@@ -139,7 +141,7 @@ pub(crate) fn write_snapshot(
     w.put(&applied_index.to_le_bytes())?;
     w.put(&revision.to_le_bytes())?;
     w.put(&compacted.to_le_bytes())?;
-    let revs = txn.open_table(REVS)?;
+    let revs = txn.open_table(CHUNKS)?;
     let records = ReaderRecords {
         pending,
         table: &revs,
@@ -203,7 +205,7 @@ pub(crate) fn restore_into(
     for name in ALL_TABLE_NAMES {
         txn.delete_table(redb::TableDefinition::<&[u8], &[u8]>::new(name))?;
     }
-    let mut revs = txn.open_table(REVS)?;
+    let mut revs = txn.open_table(CHUNKS)?;
     let mut leases = txn.open_table(LEASES)?;
     let mut lease_keys = txn.open_table(LEASE_KEYS)?;
     let mut meta = txn.open_table(META)?;
@@ -212,6 +214,7 @@ pub(crate) fn restore_into(
     // The lease of each key whose newest version so far is live and leased.
     let mut attached: std::collections::BTreeMap<Vec<u8>, i64> = Default::default();
     let mut record = Vec::new();
+    let mut appender = Appender::default();
     let mut last: Option<(i64, u32)> = None;
     let mut tag = r.u8()?;
     while tag == TAG_VERSION {
@@ -229,7 +232,6 @@ pub(crate) fn restore_into(
             return Err(MvccError::Snapshot("versions out of order".into()));
         }
         last = Some((main, sub));
-        revs.insert((main, sub), record.as_slice())?;
         let (rev, newest) = rec.index_entry();
         index::push(&mut keys, rec.key, rev, newest);
         if !rec.tombstone && rec.lease != 0 {
@@ -237,8 +239,10 @@ pub(crate) fn restore_into(
         } else {
             attached.remove(rec.key);
         }
+        appender.push(&mut revs, (main, sub), std::mem::take(&mut record))?;
         tag = r.u8()?;
     }
+    appender.finish(&mut revs)?;
     let mut last_id = None;
     while tag == TAG_LEASE {
         let id = r.i64()?;

@@ -3,7 +3,7 @@
 //! Two halves hold the state (etcd's `treeIndex` + bbolt):
 //!
 //! ```text
-//!   redb file: meta, revs (versions by revision), leases, lease_keys
+//!   redb file: meta, chunks (versions by revision), leases, lease_keys
 //!   memory:    State { db, keys: key -> revisions, revision, compacted, applied_index,
 //!                      pending: versions applied but not committed yet }
 //!              behind one RwLock shared by the Store and every StoreReader
@@ -13,7 +13,7 @@
 //! 1. The applied Raft index is written in the same redb transaction as the
 //!    data it covers (DESIGN rule 2), so after any crash the file holds
 //!    exactly the effect of the commands up to its `applied_index`. The key
-//!    index is derived data, rebuilt from `revs` at open.
+//!    index is derived data, rebuilt from `chunks` at open.
 //! 2. Publication order: an apply batch either commits its redb
 //!    transaction or hands its records to the pending log, and only then,
 //!    under the write lock, merges its index entries and moves the
@@ -57,14 +57,15 @@ use std::time::{Duration, Instant};
 use redb::{Database, Durability, ReadTransaction, ReadableTable, ReadableTableMetadata};
 
 use crate::apply::{Applier, Fail};
+use crate::chunks::CHUNKS;
 use crate::command::{Command, CommandOutput, Response};
 use crate::error::MvccError;
 use crate::index::{self, KeyRange, Keys, Rev};
 use crate::pending::Pending;
-use crate::read::{plan_range, ReaderRecords};
+use crate::read::{plan_range, ReaderRecords, Stored};
 use crate::schema::{
     Record, LEASES, LEASE_KEYS, META, META_APPLIED_INDEX, META_COMPACT_REVISION, META_REVISION,
-    META_SCHEMA, NEVER_COMPACTED, REVS, SCHEMA_VERSION,
+    META_SCHEMA, NEVER_COMPACTED, SCHEMA_VERSION,
 };
 use crate::types::{
     Event, EventBatch, EventKind, HashKv, KeyValue, LeaseInfo, RangeRequest, RangeResponse,
@@ -79,7 +80,7 @@ pub const DURABLE_COMMIT_EVERY_COMMANDS_DEFAULT: u64 = 10_000;
 
 /// Default redb page cache: 64 MiB. redb's own default (1 GiB) is mostly
 /// filled by pages that apply reads once: with records keyed by revision,
-/// the hot pages are the last leaves of `revs` (where batches append) and
+/// the hot pages are the last leaves of `chunks` (where batches append) and
 /// the branch pages above them, and current reads find their record by
 /// revision in a few pages. etcd leaves caching to the OS page cache (its
 /// bbolt file is mmap'ed), which the file reads still benefit from here.
@@ -302,10 +303,10 @@ impl std::fmt::Debug for Store {
     }
 }
 
-/// Builds the key index of every version of `txn`'s `revs` and of
+/// Builds the key index of every version of `txn`'s `chunks` and of
 /// `pending`.
 fn load_index(txn: &ReadTransaction, pending: &Pending, revision: i64) -> Result<Keys, MvccError> {
-    let revs = txn.open_table(REVS)?;
+    let revs = txn.open_table(CHUNKS)?;
     let records = ReaderRecords {
         pending,
         table: &revs,
@@ -327,7 +328,7 @@ fn load_index(txn: &ReadTransaction, pending: &Pending, revision: i64) -> Result
 
 impl Store {
     /// Opens the store at `path`, creating an empty one (revision 1) if the
-    /// file does not exist, upgrading a schema-1 file in place (one durable
+    /// file does not exist, upgrading a schema-1 or -2 file in place (one durable
     /// transaction, see `migrate.rs`), and rebuilds the key index.
     pub fn open(path: impl AsRef<Path>, options: StoreOptions) -> Result<Store, MvccError> {
         let path = path.as_ref().to_path_buf();
@@ -339,7 +340,7 @@ impl Store {
         let txn = db.begin_write()?;
         let (revision, compacted, applied) = {
             // Opening a table in a write transaction creates it.
-            txn.open_table(REVS)?;
+            txn.open_table(CHUNKS)?;
             txn.open_table(LEASES)?;
             txn.open_table(LEASE_KEYS)?;
             let mut meta = txn.open_table(META)?;
@@ -352,9 +353,12 @@ impl Store {
                     meta.insert(META_APPLIED_INDEX, 0)?;
                 }
                 Some(SCHEMA_VERSION) => {}
-                Some(1) => {
+                Some(old @ (1 | 2)) => {
                     drop(meta);
-                    crate::migrate::from_v1(&txn)?;
+                    if old == 1 {
+                        crate::migrate::from_v1(&txn)?;
+                    }
+                    crate::migrate::from_v2(&txn)?;
                     meta = txn.open_table(META)?;
                 }
                 Some(other) => {
@@ -365,7 +369,7 @@ impl Store {
             }
             read_meta(&meta)?
         };
-        // Durable: creation, and an upgrade from schema 1, must not be
+        // Durable: creation, and an upgrade, must not be
         // undone by a crash after the first batches.
         txn.commit()?;
         let keys = load_index(&db.begin_read()?, &Pending::default(), revision)?;
@@ -467,7 +471,7 @@ impl Store {
             if applied != self.applied_index {
                 applier.write_meta(&txn, applied)?;
             }
-            Ok(applier.finish())
+            applier.finish()
         })();
         drop(state);
         let outcome = match outcome {
@@ -809,7 +813,7 @@ impl StoreReader {
         let mut plan = plan_range(&state.keys, req, state.revision, state.compacted)?;
         plan.prefetch(&state.pending)?;
         drop(state);
-        plan.finish(&txn.open_table(REVS)?)
+        plan.finish(&Stored(&txn.open_table(CHUNKS)?))
     }
 
     /// The version of `key` live just before `revision`: a watch event's
@@ -885,7 +889,7 @@ impl StoreReader {
     /// rule: strictly below; a watch may start at the compacted revision).
     ///
     /// The versions are read without the lock, from one consistent view (a
-    /// span walks `revs` in revision order). Events carry no `prev_kv`: the
+    /// span walks `chunks` in revision order). Events carry no `prev_kv`: the
     /// watch layer reads it with [`Self::prev_version`] for watchers that
     /// ask.
     pub fn events_since(
@@ -921,7 +925,7 @@ impl StoreReader {
             current_revision: revision,
             compact_revision: compacted,
         };
-        let revs = txn.open_table(REVS)?;
+        let revs = txn.open_table(CHUNKS)?;
         let records = ReaderRecords {
             pending: &pending,
             table: &revs,
@@ -1017,7 +1021,7 @@ impl StoreReader {
         let pending = state.pending.clone();
         drop(state);
         skip.sort_unstable();
-        let revs = txn.open_table(REVS)?;
+        let revs = txn.open_table(CHUNKS)?;
         let records = ReaderRecords {
             pending: &pending,
             table: &revs,
@@ -1115,7 +1119,7 @@ impl StoreReader {
         if stored != state.keys {
             return bad("the key index disagrees with the stored versions".into());
         }
-        let revs = txn.open_table(REVS)?;
+        let revs = txn.open_table(CHUNKS)?;
         let records = ReaderRecords {
             pending: &state.pending,
             table: &revs,

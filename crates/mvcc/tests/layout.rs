@@ -1,4 +1,5 @@
-//! Schema 2 (versions keyed by revision, key index in memory): the index
+//! Schema 3 (versions keyed by revision, many to a value, key index in
+//! memory): upgrades from schemas 1 and 2, the index
 //! rebuilt at open, readers racing the writer and compaction, defragment,
 //! and the snapshot format.
 
@@ -373,10 +374,8 @@ fn v1_record(
     out
 }
 
-#[test]
-fn a_schema_1_file_is_upgraded_at_open() {
-    use redb::{TableDefinition, TableHandle};
-    // The same history through the API...
+/// The history the hand-written old files below hold, through the API.
+fn small_history() -> Harness {
     let mut h = Harness::new();
     h.ok(Command::LeaseGrant(LeaseGrantRequest { id: 5, ttl: 100 })); // rev 1
     h.put("a", "1"); // 2
@@ -394,8 +393,48 @@ fn a_schema_1_file_is_upgraded_at_open() {
         lease: 5,
         ..Default::default()
     })); // 6
+    h
+}
 
-    // ...and written the way schema 1 stored it.
+/// Everything an upgraded store must answer as the original does.
+fn upgrade_view(s: &Store) -> (RangeResponse, HashKv, HashKv, EventBatch, Option<LeaseInfo>) {
+    let r = s.reader();
+    (
+        r.range(&range_req("\0", "\0")).unwrap(),
+        r.hash_kv(0).unwrap(),
+        r.hash_kv(4).unwrap(),
+        r.events_since(1, b"\0", b"\0", 0).unwrap(),
+        r.lease(5).unwrap(),
+    )
+}
+
+/// Opens the old file at `path`, checks it against `h`, writes to both and
+/// checks again after a reopen.
+fn check_upgrade(path: &std::path::Path, mut h: Harness) {
+    let mut upgraded = Store::open(path, StoreOptions::default()).unwrap();
+    upgraded.reader().verify().unwrap();
+    assert_eq!(upgraded.applied_index(), 6);
+    assert_eq!(
+        upgrade_view(&upgraded),
+        upgrade_view(&h.store),
+        "hashes survive the upgrade"
+    );
+    let next = [(7, Command::Put(put_req("d", "5")))];
+    assert_eq!(
+        upgraded.apply_batch(&next).unwrap()[0].as_ref().unwrap(),
+        h.store.apply_batch(&next).unwrap()[0].as_ref().unwrap()
+    );
+    drop(upgraded);
+    let reopened = Store::open(path, StoreOptions::default()).unwrap();
+    reopened.reader().verify().unwrap();
+    assert_eq!(upgrade_view(&reopened), upgrade_view(&h.store));
+}
+
+#[test]
+fn a_schema_1_file_is_upgraded_at_open() {
+    use redb::{TableDefinition, TableHandle};
+    let h = small_history();
+    // The same history written the way schema 1 stored it.
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("v1.redb");
     {
@@ -453,28 +492,214 @@ fn a_schema_1_file_is_upgraded_at_open() {
         }
         txn.commit().unwrap();
     }
-    let mut upgraded = Store::open(&path, StoreOptions::default()).unwrap();
-    upgraded.reader().verify().unwrap();
-    assert_eq!(upgraded.applied_index(), 6);
-    let all = |s: &Store| {
-        let r = s.reader();
-        (
-            r.range(&range_req("\0", "\0")).unwrap(),
-            r.hash_kv(0).unwrap(),
-            r.hash_kv(4).unwrap(),
-            r.events_since(1, b"\0", b"\0", 0).unwrap(),
-            r.lease(5).unwrap(),
-        )
-    };
-    assert_eq!(all(&upgraded), all(&h.store), "hashes survive the upgrade");
-    let next = [(7, Command::Put(put_req("d", "5")))];
+    check_upgrade(&path, h);
+}
+
+/// A schema-2 record: format 2, flags, create, version, lease, key length,
+/// key, value (stored under its revision).
+fn v2_record(
+    tombstone: bool,
+    key: &str,
+    create: i64,
+    version: i64,
+    lease: i64,
+    value: &str,
+) -> Vec<u8> {
+    let mut out = vec![2u8, u8::from(tombstone)];
+    for x in [create, version, lease] {
+        out.extend_from_slice(&x.to_le_bytes());
+    }
+    out.extend_from_slice(&(key.len() as u32).to_le_bytes());
+    out.extend_from_slice(key.as_bytes());
+    out.extend_from_slice(value.as_bytes());
+    out
+}
+
+#[test]
+fn a_schema_2_file_is_upgraded_at_open() {
+    use redb::{TableDefinition, TableHandle};
+    let h = small_history();
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("v2.redb");
+    {
+        let db = redb::Database::create(&path).unwrap();
+        let txn = db.begin_write().unwrap();
+        {
+            let meta_def: TableDefinition<&str, i64> = TableDefinition::new("meta");
+            let revs_def: TableDefinition<(i64, u32), &[u8]> = TableDefinition::new("revs");
+            let leases_def: TableDefinition<i64, (i64, i64)> = TableDefinition::new("leases");
+            let lease_keys_def: TableDefinition<(i64, &[u8]), ()> =
+                TableDefinition::new("lease_keys");
+            let mut meta = txn.open_table(meta_def).unwrap();
+            for (k, v) in [
+                ("schema", 2),
+                ("revision", 6),
+                ("compact_revision", -1),
+                ("applied_index", 6),
+            ] {
+                meta.insert(k, v).unwrap();
+            }
+            let mut revs = txn.open_table(revs_def).unwrap();
+            for (main, record) in [
+                (2, v2_record(false, "a", 2, 1, 0, "1")),
+                (3, v2_record(false, "b", 3, 1, 5, "2")),
+                (4, v2_record(false, "a", 2, 2, 0, "3")),
+                (5, v2_record(true, "b", 0, 0, 0, "")),
+                (6, v2_record(false, "c", 6, 1, 5, "4")),
+            ] {
+                revs.insert((main, 0), record.as_slice()).unwrap();
+            }
+            txn.open_table(leases_def)
+                .unwrap()
+                .insert(5, (100, 0))
+                .unwrap();
+            txn.open_table(lease_keys_def)
+                .unwrap()
+                .insert((5, b"c".as_slice()), ())
+                .unwrap();
+            assert_eq!(revs_def.name(), "revs");
+        }
+        txn.commit().unwrap();
+    }
+    check_upgrade(&path, h);
+    // The old table is gone.
+    let db = redb::Database::open(&path).unwrap();
+    let tables: Vec<String> = db
+        .begin_read()
+        .unwrap()
+        .list_tables()
+        .unwrap()
+        .map(|t| t.name().to_string())
+        .collect();
+    assert!(!tables.iter().any(|t| t == "revs"), "{tables:?}");
+}
+
+/// A damaged schema-2 version fails the upgrade and leaves the file as it
+/// was.
+#[test]
+fn a_schema_2_file_with_a_bad_version_is_refused() {
+    use redb::TableDefinition;
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("bad.redb");
+    let meta_def: TableDefinition<&str, i64> = TableDefinition::new("meta");
+    let revs_def: TableDefinition<(i64, u32), &[u8]> = TableDefinition::new("revs");
+    {
+        let db = redb::Database::create(&path).unwrap();
+        let txn = db.begin_write().unwrap();
+        {
+            let mut meta = txn.open_table(meta_def).unwrap();
+            for (k, v) in [
+                ("schema", 2),
+                ("revision", 2),
+                ("compact_revision", -1),
+                ("applied_index", 2),
+            ] {
+                meta.insert(k, v).unwrap();
+            }
+            let mut bad = v2_record(false, "a", 2, 1, 0, "1");
+            bad[0] = 9;
+            txn.open_table(revs_def)
+                .unwrap()
+                .insert((2, 0), bad.as_slice())
+                .unwrap();
+        }
+        txn.commit().unwrap();
+    }
+    let err = Store::open(&path, StoreOptions::default()).unwrap_err();
+    assert!(matches!(err, MvccError::Corrupt(_)), "{err}");
+    let db = redb::Database::open(&path).unwrap();
+    let txn = db.begin_read().unwrap();
     assert_eq!(
-        upgraded.apply_batch(&next).unwrap()[0].as_ref().unwrap(),
-        h.store.apply_batch(&next).unwrap()[0].as_ref().unwrap()
+        txn.open_table(meta_def)
+            .unwrap()
+            .get("schema")
+            .unwrap()
+            .unwrap()
+            .value(),
+        2
     );
-    drop(upgraded);
-    let reopened = Store::open(&path, StoreOptions::default()).unwrap();
-    assert_eq!(all(&reopened), all(&h.store));
+    assert!(txn
+        .open_table(revs_def)
+        .unwrap()
+        .get((2, 0))
+        .unwrap()
+        .is_some());
+}
+
+/// One batch of 1,500 puts spans several chunks (`chunks.rs` limits). Its
+/// prev_kv puts and a Txn read versions of its own, stored and not yet
+/// stored; a compaction inside it takes versions out of every chunk. The
+/// result equals the same commands applied one at a time, in both commit
+/// modes, and after a reopen.
+#[test]
+fn a_batch_larger_than_a_chunk_reads_and_compacts_its_own_writes() {
+    let mut commands = Vec::new();
+    for i in 0..1500 {
+        commands.push(Command::Put(PutRequest {
+            key: format!("k{:03}", i % 700).into(),
+            value: format!("v{i}").repeat(20).into(),
+            prev_kv: true,
+            ..Default::default()
+        }));
+    }
+    // Revision 2 + 1499 = 1501 wrote k099 last with v1499.
+    commands.push(Command::Txn(TxnRequest {
+        compare: vec![cmp(
+            "k099",
+            CompareResult::Equal,
+            CompareTarget::Value("v1499".repeat(20).into()),
+        )],
+        success: vec![RequestOp::Range(range_req("k000", "k010"))],
+        failure: vec![],
+    }));
+    commands.push(Command::Compact(CompactionRequest {
+        revision: 1200,
+        physical: true,
+    }));
+    for i in 0..50 {
+        commands.push(Command::Put(PutRequest {
+            key: format!("k{:03}", i).into(),
+            prev_kv: true,
+            ..Default::default()
+        }));
+    }
+    for durability in [CommitDurability::Deferred, CommitDurability::Immediate] {
+        let options = StoreOptions {
+            commit_durability: durability,
+            ..StoreOptions::default()
+        };
+        let mut one = Harness::with_options(options.clone());
+        let singly: Vec<_> = commands.iter().map(|c| one.ok(c.clone())).collect();
+        let mut batched = Harness::with_options(options);
+        let indexed: Vec<_> = (1..).zip(commands.iter().cloned()).collect();
+        let together: Vec<_> = batched
+            .store
+            .apply_batch(&indexed)
+            .unwrap()
+            .into_iter()
+            .map(Result::unwrap)
+            .collect();
+        assert_eq!(together, singly, "{durability:?}");
+        match &together[1500].response {
+            Response::Txn(t) => assert!(t.succeeded, "the compare read the batch's own write"),
+            other => panic!("{other:?}"),
+        }
+        batched.store.reader().verify().unwrap();
+        let before = everything_at(&batched.store.reader(), 1200);
+        assert_eq!(before, everything_at(&one.store.reader(), 1200));
+        batched.store.flush().unwrap();
+        batched.reopen();
+        batched.store.reader().verify().unwrap();
+        assert_eq!(everything_at(&batched.store.reader(), 1200), before);
+    }
+}
+
+fn everything_at(r: &StoreReader, from: i64) -> (RangeResponse, HashKv, EventBatch) {
+    (
+        r.range(&range_req("\0", "\0")).unwrap(),
+        r.hash_kv(0).unwrap(),
+        r.events_since(from, b"\0", b"\0", 0).unwrap(),
+    )
 }
 
 mod batching {
