@@ -95,6 +95,12 @@ impl Revs {
         }
     }
 
+    /// The newest revision and what it records, unless it is a tombstone.
+    fn live_newest(&self) -> Option<(Rev, Newest)> {
+        let last = *self.last()?;
+        (!last.tombstone).then_some((last, self.newest))
+    }
+
     /// Appends a newer revision.
     pub fn push(&mut self, rev: Rev, newest: Newest) {
         debug_assert!(self.last().is_none_or(|l| l.at() < rev.at()));
@@ -272,9 +278,7 @@ impl IndexView for Keys {
     }
 
     fn live_newest(&self, key: &[u8]) -> Option<(Rev, Newest)> {
-        let revs = self.get(key)?;
-        let last = *revs.last()?;
-        (!last.tombstone).then_some((last, revs.newest))
+        self.get(key)?.live_newest()
     }
 
     fn visit_live(
@@ -321,10 +325,10 @@ impl IndexView for Layered<'_> {
     }
 
     fn live_newest(&self, key: &[u8]) -> Option<(Rev, Newest)> {
-        if self.overlay.contains_key(key) {
-            self.overlay.live_newest(key)
-        } else {
-            self.base.live_newest(key)
+        // The batch's own newest version decides if it has one.
+        match self.overlay.get(key) {
+            Some(revs) => revs.live_newest(),
+            None => self.base.live_newest(key),
         }
     }
 
