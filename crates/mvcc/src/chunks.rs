@@ -4,10 +4,11 @@
 //! revision of its last version, rather than one value per version. A redb
 //! insert costs about the same whatever the value's size (a B-tree descent,
 //! page copies, cache bookkeeping), so this turns a batch's many inserts
-//! into one. Measured on the 2-core development machine with redb 2.6,
-//! 300-byte records appended in revision order: 2.36 µs per record with one
-//! value each, 0.59 µs per record with 64 to a value (examples in
-//! BENCHMARKS.md, "One redb value per apply batch").
+//! into one. Measured on the 2-core development machine with
+//! `cargo run --release -p concord-mvcc --example apply_cost` (200,000
+//! 256-byte puts over 10,000 keys, batches of 64): 222k puts/s with one
+//! value per version, 448k with chunks, and reopening (the index rebuild)
+//! 151 -> 85 ms.
 //!
 //! ```text
 //! chunk = u32 count
