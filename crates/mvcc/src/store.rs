@@ -231,9 +231,11 @@ impl Shared {
 /// 5. Reads go through [`Store::reader`], a cheap clonable handle that
 ///    reads committed state concurrently with `apply_batch`.
 /// 6. Opening rebuilds the in-memory key index by reading every stored
-///    version once: 1.1-1.7 s for one million keys on a 2-core machine
-///    (`examples/apply_cost.rs`); that index takes roughly 110 MiB for a
-///    million 21-byte keys (process RSS 174 MiB with the 64 MiB cache).
+///    version once: 0.8 s for one million keys on a 2-core machine
+///    (`examples/apply_cost.rs ... 1000000 1000000 256 64 sequential`,
+///    schema 3, 2026-12-07); that index takes roughly 110 MiB for a
+///    million 21-byte keys (process RSS after reopening 223 MiB with the
+///    64 MiB cache).
 pub struct Store {
     shared: Arc<Shared>,
     options: StoreOptions,

@@ -626,6 +626,77 @@ fn a_schema_2_file_with_a_bad_version_is_refused() {
         .is_some());
 }
 
+/// Chunks that break `chunks.rs`'s invariants, written into a real file
+/// behind the store's back, are refused at open with a corruption error
+/// naming the chunk (the index rebuild parses every chunk), never a panic
+/// or a silently wrong index.
+#[test]
+fn damaged_chunks_in_the_file_are_refused_at_open() {
+    use redb::{ReadableTable, TableDefinition};
+    let chunks: TableDefinition<(i64, u32), &[u8]> = TableDefinition::new("chunks");
+    // Each damage, applied to a fresh store holding puts at 2, 3 and 4
+    // (one chunk each).
+    type Damage = fn(&mut redb::Table<'_, (i64, u32), &'static [u8]>);
+    let damages: [(&str, Damage); 4] = [
+        ("chunk", |t| {
+            // Truncated: the directory cut short.
+            let bytes = t.get((3, 0)).unwrap().unwrap().value()[..10].to_vec();
+            t.insert((3, 0), bytes.as_slice()).unwrap();
+        }),
+        ("last version", |t| {
+            // Stored under a key that is not its last revision.
+            let bytes = t.remove((3, 0)).unwrap().unwrap().value().to_vec();
+            t.insert((3, 5), bytes.as_slice()).unwrap();
+        }),
+        ("overlaps", |t| {
+            // Chunk 4.0 rewritten to hold 3.0 too, which chunk 3.0 holds:
+            // the two overlap.
+            let record = |t: &redb::Table<'_, (i64, u32), &'static [u8]>, main: i64| {
+                // A one-version chunk: count, one directory entry, record.
+                t.get((main, 0)).unwrap().unwrap().value()[4 + 16..].to_vec()
+            };
+            let (three, four) = (record(t, 3), record(t, 4));
+            let mut bytes = 2u32.to_le_bytes().to_vec();
+            for (main, end) in [(3i64, three.len()), (4, three.len() + four.len())] {
+                bytes.extend_from_slice(&main.to_le_bytes());
+                bytes.extend_from_slice(&0u32.to_le_bytes());
+                bytes.extend_from_slice(&(end as u32).to_le_bytes());
+            }
+            bytes.extend_from_slice(&three);
+            bytes.extend_from_slice(&four);
+            t.insert((4, 0), bytes.as_slice()).unwrap();
+        }),
+        ("payload ends", |t| {
+            // A record's end offset past the payload.
+            let mut bytes = t.get((2, 0)).unwrap().unwrap().value().to_vec();
+            bytes[16..20].copy_from_slice(&9999u32.to_le_bytes());
+            t.insert((2, 0), bytes.as_slice()).unwrap();
+        }),
+    ];
+    for (what, damage) in damages {
+        let mut h = Harness::new();
+        for v in ["a", "b", "c"] {
+            h.put(v, v);
+        }
+        h.store.flush().unwrap();
+        let path = h.path();
+        let Harness { dir, store, .. } = h;
+        drop(store);
+        {
+            let db = redb::Database::open(&path).unwrap();
+            let txn = db.begin_write().unwrap();
+            damage(&mut txn.open_table(chunks).unwrap());
+            txn.commit().unwrap();
+        }
+        let err = Store::open(&path, StoreOptions::default()).unwrap_err();
+        assert!(
+            matches!(&err, MvccError::Corrupt(m) if m.contains(what)),
+            "{what}: {err}"
+        );
+        drop(dir);
+    }
+}
+
 /// One batch of 1,500 puts spans several chunks (`chunks.rs` limits). Its
 /// prev_kv puts and a Txn read versions of its own, stored and not yet
 /// stored; a compaction inside it takes versions out of every chunk. The
