@@ -355,6 +355,37 @@ fn the_page_cache_is_bounded_by_default() {
     const { assert!(CACHE_SIZE_BYTES_DEFAULT <= 128 << 20) };
 }
 
+/// Writes `meta` as schemas 1 and 2 did, never compacted, applied up to
+/// `revision`.
+fn write_old_meta(txn: &redb::WriteTransaction, schema: i64, revision: i64) {
+    let meta_def: redb::TableDefinition<&str, i64> = redb::TableDefinition::new("meta");
+    let mut meta = txn.open_table(meta_def).unwrap();
+    for (k, v) in [
+        ("schema", schema),
+        ("revision", revision),
+        ("compact_revision", -1),
+        ("applied_index", revision),
+    ] {
+        meta.insert(k, v).unwrap();
+    }
+}
+
+/// Writes lease 5 (TTL 100) with key `c` attached, as `small_history`
+/// leaves them (the tables are the same in schemas 1 to 3).
+fn write_old_leases(txn: &redb::WriteTransaction) {
+    let leases_def: redb::TableDefinition<i64, (i64, i64)> = redb::TableDefinition::new("leases");
+    let lease_keys_def: redb::TableDefinition<(i64, &[u8]), ()> =
+        redb::TableDefinition::new("lease_keys");
+    txn.open_table(leases_def)
+        .unwrap()
+        .insert(5, (100, 0))
+        .unwrap();
+    txn.open_table(lease_keys_def)
+        .unwrap()
+        .insert((5, b"c".as_slice()), ())
+        .unwrap();
+}
+
 /// A schema-1 record: format 1, flags, main, sub, create, version, lease, value.
 fn v1_record(
     tombstone: bool,
@@ -441,23 +472,11 @@ fn a_schema_1_file_is_upgraded_at_open() {
         let db = redb::Database::create(&path).unwrap();
         let txn = db.begin_write().unwrap();
         {
-            let meta_def: TableDefinition<&str, i64> = TableDefinition::new("meta");
             let current_def: TableDefinition<&[u8], &[u8]> = TableDefinition::new("current");
             let history_def: TableDefinition<(&[u8], i64, u32), &[u8]> =
                 TableDefinition::new("history");
             let revlog_def: TableDefinition<(i64, u32), &[u8]> = TableDefinition::new("revlog");
-            let leases_def: TableDefinition<i64, (i64, i64)> = TableDefinition::new("leases");
-            let lease_keys_def: TableDefinition<(i64, &[u8]), ()> =
-                TableDefinition::new("lease_keys");
-            let mut meta = txn.open_table(meta_def).unwrap();
-            for (k, v) in [
-                ("schema", 1),
-                ("revision", 6),
-                ("compact_revision", -1),
-                ("applied_index", 6),
-            ] {
-                meta.insert(k, v).unwrap();
-            }
+            write_old_meta(&txn, 1, 6);
             let versions = [
                 ("a", v1_record(false, 2, 2, 1, 0, "1")),
                 ("b", v1_record(false, 3, 3, 1, 5, "2")),
@@ -480,14 +499,7 @@ fn a_schema_1_file_is_upgraded_at_open() {
             current
                 .insert(b"c".as_slice(), versions[4].1.as_slice())
                 .unwrap();
-            txn.open_table(leases_def)
-                .unwrap()
-                .insert(5, (100, 0))
-                .unwrap();
-            txn.open_table(lease_keys_def)
-                .unwrap()
-                .insert((5, b"c".as_slice()), ())
-                .unwrap();
+            write_old_leases(&txn);
             assert_eq!(history_def.name(), "history");
         }
         txn.commit().unwrap();
@@ -525,20 +537,8 @@ fn a_schema_2_file_is_upgraded_at_open() {
         let db = redb::Database::create(&path).unwrap();
         let txn = db.begin_write().unwrap();
         {
-            let meta_def: TableDefinition<&str, i64> = TableDefinition::new("meta");
             let revs_def: TableDefinition<(i64, u32), &[u8]> = TableDefinition::new("revs");
-            let leases_def: TableDefinition<i64, (i64, i64)> = TableDefinition::new("leases");
-            let lease_keys_def: TableDefinition<(i64, &[u8]), ()> =
-                TableDefinition::new("lease_keys");
-            let mut meta = txn.open_table(meta_def).unwrap();
-            for (k, v) in [
-                ("schema", 2),
-                ("revision", 6),
-                ("compact_revision", -1),
-                ("applied_index", 6),
-            ] {
-                meta.insert(k, v).unwrap();
-            }
+            write_old_meta(&txn, 2, 6);
             let mut revs = txn.open_table(revs_def).unwrap();
             for (main, record) in [
                 (2, v2_record(false, "a", 2, 1, 0, "1")),
@@ -549,14 +549,7 @@ fn a_schema_2_file_is_upgraded_at_open() {
             ] {
                 revs.insert((main, 0), record.as_slice()).unwrap();
             }
-            txn.open_table(leases_def)
-                .unwrap()
-                .insert(5, (100, 0))
-                .unwrap();
-            txn.open_table(lease_keys_def)
-                .unwrap()
-                .insert((5, b"c".as_slice()), ())
-                .unwrap();
+            write_old_leases(&txn);
             assert_eq!(revs_def.name(), "revs");
         }
         txn.commit().unwrap();
@@ -587,15 +580,7 @@ fn a_schema_2_file_with_a_bad_version_is_refused() {
         let db = redb::Database::create(&path).unwrap();
         let txn = db.begin_write().unwrap();
         {
-            let mut meta = txn.open_table(meta_def).unwrap();
-            for (k, v) in [
-                ("schema", 2),
-                ("revision", 2),
-                ("compact_revision", -1),
-                ("applied_index", 2),
-            ] {
-                meta.insert(k, v).unwrap();
-            }
+            write_old_meta(&txn, 2, 2);
             let mut bad = v2_record(false, "a", 2, 1, 0, "1");
             bad[0] = 9;
             txn.open_table(revs_def)
