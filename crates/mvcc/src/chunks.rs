@@ -269,19 +269,21 @@ pub(crate) fn scan(
     f: &mut crate::read::RecordVisitor<'_>,
 ) -> Result<(Option<RevKey>, bool), MvccError> {
     let mut last: Option<RevKey> = None;
-    let mut previous_key: Option<RevKey> = None;
+    // Every version visited or skipped, so that a chunk beginning at or
+    // below the one before it ends is caught (invariant 2).
+    let mut previous: Option<RevKey> = None;
     for entry in table.range::<RevKey>(from..)? {
         let (key, value) = entry?;
         let chunk = ChunkView::parse(key.value(), value.value())?;
         for record in chunk.iter() {
             let (at, bytes) = record?;
-            if previous_key.is_some_and(|p| at <= p) {
+            if previous.is_some_and(|p| at <= p) {
                 return Err(MvccError::Corrupt(format!(
                     "chunk {}.{} overlaps the one before it",
                     chunk.key.0, chunk.key.1
                 )));
             }
-            previous_key = None;
+            previous = Some(at);
             if at < from {
                 continue;
             }
@@ -293,7 +295,6 @@ pub(crate) fn scan(
                 return Ok((last, true));
             }
         }
-        previous_key = Some(chunk.key);
     }
     Ok((last, false))
 }

@@ -26,9 +26,17 @@ const DROPPED_V1: [&str; 3] = ["current", "history", "revlog"];
 /// Schema 1 record: format 1, flags, main, sub, create, version, lease, value.
 const RECORD_V1_HEADER_LEN: usize = 1 + 1 + 8 + 4 + 8 + 8 + 8;
 
-/// Rewrites a schema-1 store as schema 2 inside `txn`; [`from_v2`] goes on
-/// from there (the caller commits).
-pub(crate) fn from_v1(txn: &WriteTransaction) -> Result<(), MvccError> {
+/// Rewrites a store of schema `from` (1 or 2) as the current schema inside
+/// `txn`, one step at a time (the caller commits).
+pub(crate) fn upgrade(txn: &WriteTransaction, from: i64) -> Result<(), MvccError> {
+    if from == 1 {
+        from_v1(txn)?;
+    }
+    from_v2(txn)
+}
+
+/// Rewrites a schema-1 store as schema 2 inside `txn`.
+fn from_v1(txn: &WriteTransaction) -> Result<(), MvccError> {
     {
         let history = txn.open_table(HISTORY_V1)?;
         let mut revs = txn.open_table(REVS_V2)?;
@@ -50,7 +58,7 @@ pub(crate) fn from_v1(txn: &WriteTransaction) -> Result<(), MvccError> {
 /// Rewrites a schema-2 store as schema 3 inside `txn` (the caller commits).
 /// Versions keep their bytes; they are grouped into chunks of the usual
 /// limits in revision order.
-pub(crate) fn from_v2(txn: &WriteTransaction) -> Result<(), MvccError> {
+fn from_v2(txn: &WriteTransaction) -> Result<(), MvccError> {
     {
         let revs = txn.open_table(REVS_V2)?;
         let mut stored = txn.open_table(CHUNKS)?;

@@ -128,15 +128,6 @@ impl<T: ReadableTable<RevKey, &'static [u8]>> Records for ReaderRecords<'_, T> {
 }
 
 impl<T: ReadableTable<RevKey, &'static [u8]>> ReaderRecords<'_, T> {
-    /// Calls `f` with the decoded record at `rev`.
-    pub fn with_record<R>(
-        &self,
-        rev: Rev,
-        f: impl FnOnce(Record<'_>) -> Result<R, MvccError>,
-    ) -> Result<R, MvccError> {
-        with_record(self, rev, f)
-    }
-
     /// Calls `f(revision, bytes)` for every record at or below `upto` from
     /// `from` on, ascending, until it returns false: the table's records,
     /// then the pending ones it does not hold yet (a pending record at or

@@ -62,7 +62,7 @@ use crate::command::{Command, CommandOutput, Response};
 use crate::error::MvccError;
 use crate::index::{self, KeyRange, Keys, Rev};
 use crate::pending::Pending;
-use crate::read::{plan_range, ReaderRecords, Stored};
+use crate::read::{plan_range, with_record, ReaderRecords, Stored};
 use crate::schema::{
     Record, LEASES, LEASE_KEYS, META, META_APPLIED_INDEX, META_COMPACT_REVISION, META_REVISION,
     META_SCHEMA, NEVER_COMPACTED, SCHEMA_VERSION,
@@ -357,10 +357,7 @@ impl Store {
                 Some(SCHEMA_VERSION) => {}
                 Some(old @ (1 | 2)) => {
                     drop(meta);
-                    if old == 1 {
-                        crate::migrate::from_v1(&txn)?;
-                    }
-                    crate::migrate::from_v2(&txn)?;
+                    crate::migrate::upgrade(&txn, old)?;
                     meta = txn.open_table(META)?;
                 }
                 Some(other) => {
@@ -965,7 +962,7 @@ impl StoreReader {
             KeyRange::Empty => {}
             KeyRange::Single(_) => {
                 for rev in &single {
-                    if !records.with_record(*rev, |record| Ok(push(record, &mut batch)))? {
+                    if !with_record(&records, *rev, |record| Ok(push(record, &mut batch)))? {
                         break;
                     }
                 }
@@ -1141,7 +1138,7 @@ impl StoreReader {
             if newest.tombstone {
                 continue;
             }
-            let lease = records.with_record(newest, |r| Ok(r.lease))?;
+            let lease = with_record(&records, newest, |r| Ok(r.lease))?;
             if lease != 0 {
                 leased += 1;
                 if lease_keys.get((lease, &key[..]))?.is_none() || leases.get(lease)?.is_none() {
