@@ -37,6 +37,7 @@ pub mod options;
 pub mod report;
 pub mod runner;
 pub mod schedule;
+pub mod timer;
 pub mod unary;
 
 pub use error::BenchError;

@@ -17,6 +17,7 @@ use crate::keys::{self, KeyPicker};
 use crate::options::{BenchConfig, Op};
 use crate::report::{status_kind, ClientTally, Report};
 use crate::schedule::Schedule;
+use crate::timer::DueTimer;
 use crate::unary::UnaryChannel;
 use concord_etcd_proto::etcdserverpb::{
     compare, lease_client::LeaseClient, request_op, response_op, watch_client::WatchClient,
@@ -373,9 +374,11 @@ async fn client_loop(
     schedule: Arc<Schedule>,
 ) -> ClientTally {
     let mut tally = ClientTally::default();
+    // Open loop only (closed-loop tickets are due when taken).
+    let mut timer = (config.rate > 0.0).then(DueTimer::new);
     while let Some(ticket) = schedule.take(Instant::now()) {
-        if ticket.due > Instant::now() {
-            tokio::time::sleep_until(ticket.due.into()).await;
+        if let Some(timer) = &mut timer {
+            timer.wait_until(ticket.due).await;
         }
         let call = worker.call(config.op, ticket, config.key_size);
         match tokio::time::timeout(config.request_timeout, call).await {
