@@ -15,9 +15,9 @@ use std::io;
 use std::time::{Duration, Instant};
 
 use rustix::fd::OwnedFd;
-use rustix::time::Timespec;
 use rustix::time::{
     timerfd_create, timerfd_settime, Itimerspec, TimerfdClockId, TimerfdFlags, TimerfdTimerFlags,
+    Timespec,
 };
 use tokio::io::unix::AsyncFd;
 
