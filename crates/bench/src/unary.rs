@@ -22,6 +22,7 @@
 //!    data it has consumed.
 
 use bytes::{Buf, Bytes, BytesMut};
+use concord_etcd_proto::coalesce::CoalescedWrites;
 use concord_etcd_proto::prost::Message;
 use concord_etcd_proto::tonic::{Code, Status};
 use concord_etcd_proto::{grpc_frame as encode, GRPC_PREFIX_BYTES as PREFIX_BYTES};
@@ -57,7 +58,9 @@ impl UnaryChannel {
             h2::client::Builder::new()
                 .initial_window_size(STREAM_WINDOW_BYTES)
                 .initial_connection_window_size(CONNECTION_WINDOW_BYTES)
-                .handshake::<_, Bytes>(tcp)
+                // Coalesced: a 256-byte put is a DATA frame h2 would
+                // otherwise write with a system call of its own.
+                .handshake::<_, Bytes>(CoalescedWrites::new(tcp))
                 .await
                 .map_err(|e| e.to_string())
         };

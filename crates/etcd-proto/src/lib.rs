@@ -18,7 +18,10 @@
 //! * [`FILE_DESCRIPTOR_SET`]: the encoded descriptors of every file here,
 //!   for gRPC reflection and a JSON gateway;
 //! * [`GATEWAY_ROUTES`]: etcd's grpc-gateway HTTP paths and the method each
-//!   one maps to.
+//!   one maps to;
+//! * [`coalesce::CoalescedWrites`]: the stream adapter both of Concord's
+//!   own HTTP/2 speakers (the client port and the bench's unary calls) put
+//!   under `h2`, so small messages share system calls.
 //!
 //! Tests: `tests/wire_bytes.rs` pins field numbers to hand-computed bytes;
 //! `tests/etcd_client_compat.rs` (feature `etcd-client-compat`, needs a
@@ -56,6 +59,8 @@ mod generated {
         tonic::include_proto!("v3electionpb");
     }
 }
+
+pub mod coalesce;
 
 pub use generated::{authpb, etcdserverpb, mvccpb, v3electionpb, v3lockpb};
 
