@@ -171,27 +171,54 @@ where
         return;
     };
     let mut calls = FuturesUnordered::new();
-    // One turn: take every stream already received, then drive every call
-    // until none is ready, and again until neither makes progress. Only a
-    // poll of the connection writes, and it is polled for the next stream
-    // only after every ready answer was queued, so the answers a turn
-    // completes leave together (one write with `CoalescedWrites`). Polling
-    // both sides in either fixed or random order instead writes after
-    // every answer that completes alone: measured in BENCHMARKS.md
-    // (session 13), 0.82 writes per put at 64 clients before.
-    poll_fn(|cx| loop {
+    let mut start =
+        |(request, respond): (http::Request<RecvStream>, SendResponse<Bytes>)| match fast_path(
+            &request,
+        ) {
+            Some(call) => Some(answer_kv(api.clone(), call, request, respond, max_message)),
+            None => {
+                tokio::spawn(bridge(services.clone(), request, respond));
+                None
+            }
+        };
+    let mut accept = |cx: &mut Context<'_>| match connection.poll_accept(cx) {
+        Poll::Ready(Some(Ok(stream))) => Poll::Ready(Some(stream)),
+        Poll::Ready(Some(Err(_)) | None) => Poll::Ready(None),
+        Poll::Pending => Poll::Pending,
+    };
+    poll_fn(|cx| poll_turns(cx, &mut accept, &mut start, &mut calls)).await;
+    // The peer said goodbye (or the connection failed): calls in flight
+    // may still answer on a connection that is closing gracefully.
+    let drain = async { while calls.next().await.is_some() {} };
+    let close = poll_fn(|cx| connection.poll_closed(cx));
+    let _ = tokio::join!(drain, close);
+}
+
+/// Drives one connection's streams and calls in turns: a turn takes every
+/// stream `accept` has ready, then drives every call until none is ready,
+/// and repeats until neither makes progress. `accept` polls the h2
+/// connection, and only that writes, so the answers a turn completes are
+/// queued before the next write and leave together (one system call with
+/// `CoalescedWrites`). Choosing between the two with `select!` wrote
+/// after most answers instead: in random order an answer that completed
+/// alone was often flushed alone (0.82 writes per put at 64 clients), and
+/// answers-first flushed each serializable read before taking the next
+/// stream (BENCHMARKS.md, session 13). Ready when `accept` reports the
+/// connection ended.
+fn poll_turns<S, C: std::future::Future<Output = ()>>(
+    cx: &mut Context<'_>,
+    accept: &mut impl FnMut(&mut Context<'_>) -> Poll<Option<S>>,
+    start: &mut impl FnMut(S) -> Option<C>,
+    calls: &mut FuturesUnordered<C>,
+) -> Poll<()> {
+    loop {
         let mut progressed = false;
-        while let Poll::Ready(accepted) = connection.poll_accept(cx) {
-            match accepted {
-                Some(Ok((request, respond))) => match fast_path(&request) {
-                    Some(call) => {
-                        calls.push(answer_kv(api.clone(), call, request, respond, max_message))
-                    }
-                    None => {
-                        tokio::spawn(bridge(services.clone(), request, respond));
-                    }
-                },
-                Some(Err(_)) | None => return Poll::Ready(()),
+        while let Poll::Ready(stream) = accept(cx) {
+            let Some(stream) = stream else {
+                return Poll::Ready(());
+            };
+            if let Some(call) = start(stream) {
+                calls.push(call);
             }
             progressed = true;
         }
@@ -201,13 +228,7 @@ where
         if !progressed {
             return Poll::Pending;
         }
-    })
-    .await;
-    // The peer said goodbye (or the connection failed): calls in flight
-    // may still answer on a connection that is closing gracefully.
-    let drain = async { while calls.next().await.is_some() {} };
-    let close = poll_fn(|cx| connection.poll_closed(cx));
-    let _ = tokio::join!(drain, close);
+    }
 }
 
 /// The KV call `request` is, when it can be answered in the connection
@@ -597,6 +618,108 @@ mod tests {
         );
         let back = pb::PutResponse::decode(&framed[PREFIX_BYTES..]).unwrap();
         assert_eq!(back.header.unwrap().revision, 7);
+    }
+
+    /// What a turn did, in order: each poll of the connection (which is
+    /// where h2 writes) and each answer.
+    #[derive(Debug, PartialEq, Clone, Copy)]
+    enum Step {
+        Poll,
+        Answer,
+    }
+
+    #[test]
+    fn a_turn_answers_every_ready_call_before_polling_the_connection_again() {
+        use std::cell::RefCell;
+        use std::rc::Rc;
+        let steps = Rc::new(RefCell::new(Vec::new()));
+        let mut cx = Context::from_waker(futures_util::task::noop_waker_ref());
+        let mut calls = FuturesUnordered::new();
+        // Eight streams have arrived; each call answers when first polled
+        // (as a serializable range does).
+        let mut arrived = 8;
+        let poll_steps = Rc::clone(&steps);
+        let mut accept = |_: &mut Context<'_>| {
+            poll_steps.borrow_mut().push(Step::Poll);
+            if arrived > 0 {
+                arrived -= 1;
+                Poll::Ready(Some(()))
+            } else {
+                Poll::Pending
+            }
+        };
+        let answer_steps = Rc::clone(&steps);
+        let mut start = |()| {
+            let steps = Rc::clone(&answer_steps);
+            Some(Box::pin(
+                async move { steps.borrow_mut().push(Step::Answer) },
+            ))
+        };
+        assert!(poll_turns(&mut cx, &mut accept, &mut start, &mut calls).is_pending());
+        let mut expected = vec![Step::Poll; 9];
+        expected.extend([Step::Answer; 8]);
+        expected.push(Step::Poll);
+        assert_eq!(*steps.borrow(), expected);
+    }
+
+    #[test]
+    fn answers_that_complete_together_later_are_written_together() {
+        use std::cell::RefCell;
+        use std::rc::Rc;
+        let steps = Rc::new(RefCell::new(Vec::new()));
+        let mut cx = Context::from_waker(futures_util::task::noop_waker_ref());
+        let mut calls = FuturesUnordered::new();
+        let mut senders = Vec::new();
+        let mut receivers = Vec::new();
+        for _ in 0..3 {
+            let (tx, rx) = tokio::sync::oneshot::channel::<()>();
+            senders.push(tx);
+            receivers.push(rx);
+        }
+        // Three streams arrive; their answers come later (as a put's do,
+        // from the replica loop).
+        let poll_steps = Rc::clone(&steps);
+        let mut accept = |_: &mut Context<'_>| {
+            poll_steps.borrow_mut().push(Step::Poll);
+            match receivers.pop() {
+                Some(rx) => Poll::Ready(Some(rx)),
+                None => Poll::Pending,
+            }
+        };
+        let answer_steps = Rc::clone(&steps);
+        let mut start = |rx: tokio::sync::oneshot::Receiver<()>| {
+            let steps = Rc::clone(&answer_steps);
+            Some(Box::pin(async move {
+                let _ = rx.await;
+                steps.borrow_mut().push(Step::Answer);
+            }))
+        };
+        assert!(poll_turns(&mut cx, &mut accept, &mut start, &mut calls).is_pending());
+        assert!(!steps.borrow().contains(&Step::Answer));
+        steps.borrow_mut().clear();
+        for tx in senders {
+            tx.send(()).unwrap();
+        }
+        assert!(poll_turns(&mut cx, &mut accept, &mut start, &mut calls).is_pending());
+        assert_eq!(
+            *steps.borrow(),
+            [
+                Step::Poll,
+                Step::Answer,
+                Step::Answer,
+                Step::Answer,
+                Step::Poll
+            ]
+        );
+    }
+
+    #[test]
+    fn turns_end_when_the_connection_does() {
+        let mut cx = Context::from_waker(futures_util::task::noop_waker_ref());
+        let mut calls = FuturesUnordered::<std::future::Ready<()>>::new();
+        let mut accept = |_: &mut Context<'_>| Poll::Ready(None::<()>);
+        let mut start = |()| None;
+        assert!(poll_turns(&mut cx, &mut accept, &mut start, &mut calls).is_ready());
     }
 
     #[tokio::test]
