@@ -253,6 +253,16 @@ pub fn encode_message(out: &mut BytesMut, m: &Message) {
             out.put_u64_le(hint_index.0);
             out.put_u64_le(hint_term.0);
         }
+        MessageBody::CommitNotice {
+            prev_log_index,
+            prev_log_term,
+            leader_commit,
+        } => {
+            out.put_u8(14);
+            out.put_u64_le(prev_log_index.0);
+            out.put_u64_le(prev_log_term.0);
+            out.put_u64_le(leader_commit.0);
+        }
         MessageBody::Heartbeat { commit, read_round } => {
             out.put_u8(7);
             out.put_u64_le(commit.0);
@@ -405,6 +415,11 @@ fn decode_message(r: &mut Reader) -> Result<Message, DecodeError> {
             };
             MessageBody::ReadIndexResponse { context, index }
         }
+        14 => MessageBody::CommitNotice {
+            prev_log_index: LogIndex(r.u64("prev index")?),
+            prev_log_term: Term(r.u64("prev term")?),
+            leader_commit: LogIndex(r.u64("commit")?),
+        },
         tag => {
             return Err(DecodeError::UnknownTag {
                 what: "message",
@@ -589,6 +604,11 @@ mod tests {
                 index: LogIndex(9),
                 hint_index: LogIndex(7),
                 hint_term: Term(3),
+            },
+            MessageBody::CommitNotice {
+                prev_log_index: LogIndex(9),
+                prev_log_term: Term(3),
+                leader_commit: LogIndex(8),
             },
             MessageBody::Heartbeat {
                 commit: LogIndex(2),

@@ -15,6 +15,7 @@
 //!  leader                            follower
 //!     | --- Append(prev, entries) --->  |   follower persists entries, then:
 //!     | <-- AppendResponse(match | hint)|
+//!     | --- CommitNotice(prev, commit)> |   (not answered)
 //!     | --- Heartbeat(commit, round) ->  |
 //!     | <-- HeartbeatResponse(round) --  |   round confirms leadership for ReadIndex
 //! ```
@@ -89,6 +90,22 @@ pub enum MessageBody {
         /// On rejection, the term of the follower's entry at `hint_index`.
         hint_term: Term,
     },
+    /// "Entries through `leader_commit` are committed": sent when the
+    /// commit index moves and no append is due to carry it. Never answered:
+    /// it moves nothing the leader tracks, and an answer per commit would
+    /// wake the leader once more per write for nothing. The follower uses it
+    /// only if its entry at `prev_log_index` has `prev_log_term` (the log
+    /// matching check of an append), and then commits through
+    /// `min(leader_commit, prev_log_index)`; otherwise it drops it, since the
+    /// append it got ahead of will be answered.
+    CommitNotice {
+        /// Index of the last entry sent to this follower.
+        prev_log_index: LogIndex,
+        /// Term of that entry.
+        prev_log_term: Term,
+        /// Leader's commit index.
+        leader_commit: LogIndex,
+    },
     /// Leader keep-alive that also carries the commit index and a read round.
     Heartbeat {
         /// Leader's commit index, capped at what the follower is known to hold.
@@ -153,6 +170,7 @@ impl MessageBody {
             MessageBody::RequestVoteResponse { .. } => "VoteResp",
             MessageBody::Append { .. } => "Append",
             MessageBody::AppendResponse { .. } => "AppendResp",
+            MessageBody::CommitNotice { .. } => "CommitNotice",
             MessageBody::Heartbeat { .. } => "Heartbeat",
             MessageBody::HeartbeatResponse { .. } => "HeartbeatResp",
             MessageBody::Snapshot { .. } => "Snapshot",

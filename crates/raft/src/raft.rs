@@ -162,6 +162,9 @@ pub struct Mistakes {
     pub vote_before_durable: bool,
     /// Acknowledge appended entries before they are durable.
     pub ack_append_before_fsync: bool,
+    /// Take a commit notice's index as it comes: no log matching check,
+    /// and no cap at the notice's anchor (commit through whatever we hold).
+    pub commit_notice_unchecked: bool,
 }
 
 struct PendingRead {
@@ -350,6 +353,17 @@ impl Raft {
         #[cfg(feature = "mistakes")]
         {
             self.mistakes.vote_before_durable
+        }
+        #[cfg(not(feature = "mistakes"))]
+        {
+            false
+        }
+    }
+
+    fn mistake_commit_notice_unchecked(&self) -> bool {
+        #[cfg(feature = "mistakes")]
+        {
+            self.mistakes.commit_notice_unchecked
         }
         #[cfg(not(feature = "mistakes"))]
         {
@@ -737,6 +751,7 @@ impl Raft {
                 MessageBody::PreVote { .. } => {}
                 MessageBody::PreVoteResponse { reject: false } => {}
                 MessageBody::Append { .. }
+                | MessageBody::CommitNotice { .. }
                 | MessageBody::Heartbeat { .. }
                 | MessageBody::Snapshot { .. } => self.become_follower(m.term, Some(m.from)),
                 MessageBody::RequestVote { .. } if self.role != Role::Leader => {
@@ -755,7 +770,9 @@ impl Raft {
             }
         } else if m.term < self.term {
             match m.body {
-                MessageBody::Append { .. } | MessageBody::Heartbeat { .. }
+                MessageBody::Append { .. }
+                | MessageBody::CommitNotice { .. }
+                | MessageBody::Heartbeat { .. }
                     if self.config.check_quorum || self.config.pre_vote =>
                 {
                     // A stale leader: tell it our term so it steps down
@@ -822,6 +839,14 @@ impl Raft {
                     entries,
                     leader_commit,
                 );
+            }
+            MessageBody::CommitNotice {
+                prev_log_index,
+                prev_log_term,
+                leader_commit,
+            } => {
+                self.follow(m.from);
+                self.handle_commit_notice(prev_log_index, prev_log_term, leader_commit);
             }
             MessageBody::Heartbeat { commit, read_round } => {
                 self.follow(m.from);
@@ -1168,6 +1193,26 @@ impl Raft {
         }
     }
 
+    fn handle_commit_notice(
+        &mut self,
+        prev_log_index: LogIndex,
+        prev_log_term: Term,
+        leader_commit: LogIndex,
+    ) {
+        // Log matching: if our entry at `prev_log_index` has the leader's
+        // term, our log equals the leader's through it, so what the leader
+        // committed up to there is committed here too. An entry we lack or
+        // hold from another term says nothing (the append that fixes it is
+        // answered), so the notice is dropped.
+        if self.mistake_commit_notice_unchecked() {
+            self.advance_commit(leader_commit);
+            return;
+        }
+        if self.log.term(prev_log_index) == Some(prev_log_term) {
+            self.advance_commit(leader_commit.min(prev_log_index));
+        }
+    }
+
     fn handle_append_response(
         &mut self,
         from: NodeId,
@@ -1250,6 +1295,29 @@ impl Raft {
             },
         );
         has_entries
+    }
+
+    /// Tells a replicating follower the commit index, anchored at the last
+    /// entry sent to it (see [`MessageBody::CommitNotice`]).
+    fn send_commit_notice(&mut self, to: NodeId) {
+        let Some(progress) = self.progress.get(&to) else {
+            return;
+        };
+        let prev = progress.next_index.prev();
+        let Some(prev_term) = self.log.term(prev) else {
+            // Compacted: the follower is behind the log, and an append or a
+            // snapshot will reach it instead.
+            return;
+        };
+        let leader_commit = self.log.committed();
+        self.send(
+            to,
+            MessageBody::CommitNotice {
+                prev_log_index: prev,
+                prev_log_term: prev_term,
+                leader_commit,
+            },
+        );
     }
 
     fn maybe_commit(&mut self) -> bool {
@@ -1776,13 +1844,16 @@ impl Raft {
             let peers: Vec<NodeId> = self.progress.keys().copied().collect();
             for to in peers {
                 // Tell followers the new commit index promptly, so follower
-                // reads and applies do not wait for the next heartbeat.
-                let idle = self
-                    .progress
-                    .get(&to)
-                    .is_some_and(|p| matches!(p.state, ReplicationState::Replicate));
-                if idle {
-                    self.send_append(to, true);
+                // reads and applies do not wait for the next heartbeat. A
+                // full pipeline will carry it on the append its next
+                // acknowledgement lets out, so only an open one gets a
+                // notice (or that append, if entries are waiting).
+                let max_inflight = self.config.max_inflight_appends;
+                let open = self.progress.get(&to).is_some_and(|p| {
+                    matches!(p.state, ReplicationState::Replicate) && p.can_send(max_inflight)
+                });
+                if open && !self.send_append(to, false) {
+                    self.send_commit_notice(to);
                 }
             }
         }

@@ -503,6 +503,136 @@ fn replication_acks_of_one_turn_are_coalesced_into_the_highest() {
     );
 }
 
+/// A commit reaches the followers in a `CommitNotice` that they use and
+/// never answer: after one write each follower sends exactly one
+/// acknowledgement (for the append that carried the entry), and every
+/// member applies the entry without waiting for a heartbeat.
+#[test]
+fn replication_a_commit_notice_is_used_and_not_answered() {
+    let mut c = Cluster::new(3);
+    assert!(c.elect(1));
+    c.settle();
+    let seen = std::rc::Rc::new(std::cell::RefCell::new(Vec::<Message>::new()));
+    let record = std::rc::Rc::clone(&seen);
+    c.filter = Some(Box::new(move |m: &mut Message| {
+        record.borrow_mut().push(m.clone());
+        true
+    }));
+    let index = c.propose(1, b"x");
+    let seen = seen.borrow();
+    for n in 2..=3 {
+        let notices: Vec<LogIndex> = seen
+            .iter()
+            .filter(|m| m.from == id(1) && m.to == id(n))
+            .filter_map(|m| match m.body {
+                MessageBody::CommitNotice { leader_commit, .. } => Some(leader_commit),
+                _ => None,
+            })
+            .collect();
+        assert_eq!(notices, vec![index], "notice to {n}");
+        let acks = seen
+            .iter()
+            .filter(|m| m.from == id(n) && matches!(m.body, MessageBody::AppendResponse { .. }))
+            .count();
+        assert_eq!(acks, 1, "acknowledgements from {n}");
+        assert_eq!(c.node(n).log().committed(), index);
+        assert_eq!(c.applied(n).last(), Some(&index));
+    }
+}
+
+/// A follower commits through a notice only as far as its log is known
+/// to match the leader's: not for an anchor it lacks or holds from another
+/// term, and never past the anchor (Raft's `min(leaderCommit, index of last
+/// new entry)`). It answers none of them.
+#[test]
+fn replication_a_commit_notice_is_checked_against_the_log() {
+    let mut c = Cluster::new(3);
+    assert!(c.elect(1));
+    c.settle();
+    let follower = c.node_mut(2);
+    let term = follower.term();
+    let base = follower.log().last_index();
+    assert_eq!(follower.log().committed(), base);
+    let message = |body| Message {
+        from: id(1),
+        to: id(2),
+        term,
+        body,
+    };
+    let notice = |prev: u64, prev_term: Term, commit: u64| {
+        message(MessageBody::CommitNotice {
+            prev_log_index: LogIndex(prev),
+            prev_log_term: prev_term,
+            leader_commit: LogIndex(commit),
+        })
+    };
+    // Two entries the follower holds, not yet known to be committed.
+    follower.step(message(MessageBody::Append {
+        prev_log_index: base,
+        prev_log_term: term,
+        entries: vec![entry(base.0 + 1, term.0), entry(base.0 + 2, term.0)],
+        leader_commit: base,
+    }));
+    let _ = follower.ready();
+    // An anchor the follower lacks, then one from another term: dropped.
+    follower.step(notice(base.0 + 3, term, base.0 + 3));
+    follower.step(notice(base.0 + 2, Term(term.0 + 7), base.0 + 2));
+    assert_eq!(follower.log().committed(), base);
+    // A matching anchor: committed through it, not through the leader's
+    // higher commit index.
+    follower.step(notice(base.0 + 1, term, base.0 + 2));
+    assert_eq!(follower.log().committed(), LogIndex(base.0 + 1));
+    let ready = follower.ready();
+    assert!(
+        ready.messages.is_empty() && ready.messages_after_persist.is_empty(),
+        "notices are not answered: {:?} {:?}",
+        ready.messages,
+        ready.messages_after_persist
+    );
+}
+
+/// With the check removed (the deliberate mistake), the same follower
+/// commits entries it holds from another term than the leader's: what the
+/// test above tells apart.
+#[cfg(feature = "mistakes")]
+#[test]
+fn replication_the_unchecked_commit_notice_commits_a_foreign_entry() {
+    let mut c = Cluster::new(3);
+    assert!(c.elect(1));
+    c.settle();
+    let follower = c.node_mut(2);
+    follower.set_mistakes(concord_raft::Mistakes {
+        commit_notice_unchecked: true,
+        ..Default::default()
+    });
+    let term = follower.term();
+    let base = follower.log().last_index();
+    follower.step(Message {
+        from: id(1),
+        to: id(2),
+        term,
+        body: MessageBody::Append {
+            prev_log_index: base,
+            prev_log_term: term,
+            entries: vec![entry(base.0 + 1, term.0), entry(base.0 + 2, term.0)],
+            leader_commit: base,
+        },
+    });
+    let _ = follower.ready();
+    // The leader's entry at base + 2 is of a later term: ours is not it.
+    follower.step(Message {
+        from: id(1),
+        to: id(2),
+        term,
+        body: MessageBody::CommitNotice {
+            prev_log_index: LogIndex(base.0 + 2),
+            prev_log_term: Term(term.0 + 7),
+            leader_commit: LogIndex(base.0 + 2),
+        },
+    });
+    assert_eq!(follower.log().committed(), LogIndex(base.0 + 2));
+}
+
 /// Bug: when a follower restarted mid-stream and began again from offset
 /// zero, it reported fewer bytes than before, but the leader kept its older,
 /// higher figure and never resent the bytes in between.

@@ -1307,6 +1307,14 @@ pub fn describe(body: &MessageBody) -> String {
             hint_index,
             hint_term,
         } => write!(s, " reject={reject} {index} hint {hint_index} {hint_term}"),
+        MessageBody::CommitNotice {
+            prev_log_index,
+            prev_log_term,
+            leader_commit,
+        } => write!(
+            s,
+            " prev {prev_log_index} {prev_log_term} commit {leader_commit}"
+        ),
         MessageBody::Heartbeat { commit, read_round } => {
             write!(s, " commit {commit} round {read_round}")
         }
