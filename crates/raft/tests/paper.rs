@@ -456,12 +456,8 @@ fn regression_reordered_snapshot_chunks_are_buffered() {
 /// place.
 #[test]
 fn replication_acks_of_one_turn_are_coalesced_into_the_highest() {
-    let mut c = Cluster::new(3);
-    assert!(c.elect(1));
-    c.settle();
+    let (mut c, term, base) = settled_with_follower_2();
     let follower = c.node_mut(2);
-    let term = follower.term();
-    let base = follower.log().last_index();
     let append = |prev: u64, entries: Vec<Entry>| Message {
         from: id(1),
         to: id(2),
@@ -544,43 +540,73 @@ fn replication_a_commit_notice_is_used_and_not_answered() {
 /// to match the leader's: not for an anchor it lacks or holds from another
 /// term, and never past the anchor (Raft's `min(leaderCommit, index of last
 /// new entry)`). It answers none of them.
-#[test]
-fn replication_a_commit_notice_is_checked_against_the_log() {
+/// A settled 3-node cluster led by node 1, with the term and follower 2's
+/// last index.
+fn settled_with_follower_2() -> (Cluster, Term, LogIndex) {
     let mut c = Cluster::new(3);
     assert!(c.elect(1));
     c.settle();
+    let follower = c.node(2);
+    let (term, base) = (follower.term(), follower.log().last_index());
+    (c, term, base)
+}
+
+/// A settled 3-node cluster led by node 1, in which follower 2 has just
+/// appended two entries of the leader's term that it does not know to be
+/// committed. Returns the cluster, the term and the follower's last index
+/// before the two.
+fn follower_2_with_two_uncommitted() -> (Cluster, Term, LogIndex) {
+    let (mut c, term, base) = settled_with_follower_2();
     let follower = c.node_mut(2);
-    let term = follower.term();
-    let base = follower.log().last_index();
     assert_eq!(follower.log().committed(), base);
-    let message = |body| Message {
+    follower.step(from_leader_1(
+        term,
+        MessageBody::Append {
+            prev_log_index: base,
+            prev_log_term: term,
+            entries: vec![entry(base.0 + 1, term.0), entry(base.0 + 2, term.0)],
+            leader_commit: base,
+        },
+    ));
+    let _ = follower.ready();
+    (c, term, base)
+}
+
+fn from_leader_1(term: Term, body: MessageBody) -> Message {
+    Message {
         from: id(1),
         to: id(2),
         term,
         body,
-    };
-    let notice = |prev: u64, prev_term: Term, commit: u64| {
-        message(MessageBody::CommitNotice {
+    }
+}
+
+fn notice(term: Term, prev: u64, prev_term: Term, commit: u64) -> Message {
+    from_leader_1(
+        term,
+        MessageBody::CommitNotice {
             prev_log_index: LogIndex(prev),
             prev_log_term: prev_term,
             leader_commit: LogIndex(commit),
-        })
-    };
-    // Two entries the follower holds, not yet known to be committed.
-    follower.step(message(MessageBody::Append {
-        prev_log_index: base,
-        prev_log_term: term,
-        entries: vec![entry(base.0 + 1, term.0), entry(base.0 + 2, term.0)],
-        leader_commit: base,
-    }));
-    let _ = follower.ready();
+        },
+    )
+}
+
+/// A follower commits through a notice only as far as its log is known
+/// to match the leader's: not for an anchor it lacks or holds from another
+/// term, and never past the anchor (Raft's `min(leaderCommit, index of last
+/// new entry)`). It answers none of them.
+#[test]
+fn replication_a_commit_notice_is_checked_against_the_log() {
+    let (mut c, term, base) = follower_2_with_two_uncommitted();
+    let follower = c.node_mut(2);
     // An anchor the follower lacks, then one from another term: dropped.
-    follower.step(notice(base.0 + 3, term, base.0 + 3));
-    follower.step(notice(base.0 + 2, Term(term.0 + 7), base.0 + 2));
+    follower.step(notice(term, base.0 + 3, term, base.0 + 3));
+    follower.step(notice(term, base.0 + 2, Term(term.0 + 7), base.0 + 2));
     assert_eq!(follower.log().committed(), base);
     // A matching anchor: committed through it, not through the leader's
     // higher commit index.
-    follower.step(notice(base.0 + 1, term, base.0 + 2));
+    follower.step(notice(term, base.0 + 1, term, base.0 + 2));
     assert_eq!(follower.log().committed(), LogIndex(base.0 + 1));
     let ready = follower.ready();
     assert!(
@@ -597,39 +623,14 @@ fn replication_a_commit_notice_is_checked_against_the_log() {
 #[cfg(feature = "mistakes")]
 #[test]
 fn replication_the_unchecked_commit_notice_commits_a_foreign_entry() {
-    let mut c = Cluster::new(3);
-    assert!(c.elect(1));
-    c.settle();
+    let (mut c, term, base) = follower_2_with_two_uncommitted();
     let follower = c.node_mut(2);
     follower.set_mistakes(concord_raft::Mistakes {
         commit_notice_unchecked: true,
         ..Default::default()
     });
-    let term = follower.term();
-    let base = follower.log().last_index();
-    follower.step(Message {
-        from: id(1),
-        to: id(2),
-        term,
-        body: MessageBody::Append {
-            prev_log_index: base,
-            prev_log_term: term,
-            entries: vec![entry(base.0 + 1, term.0), entry(base.0 + 2, term.0)],
-            leader_commit: base,
-        },
-    });
-    let _ = follower.ready();
     // The leader's entry at base + 2 is of a later term: ours is not it.
-    follower.step(Message {
-        from: id(1),
-        to: id(2),
-        term,
-        body: MessageBody::CommitNotice {
-            prev_log_index: LogIndex(base.0 + 2),
-            prev_log_term: Term(term.0 + 7),
-            leader_commit: LogIndex(base.0 + 2),
-        },
-    });
+    follower.step(notice(term, base.0 + 2, Term(term.0 + 7), base.0 + 2));
     assert_eq!(follower.log().committed(), LogIndex(base.0 + 2));
 }
 
