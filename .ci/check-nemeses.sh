@@ -52,6 +52,12 @@ for run in $runs; do
   summary+=("$(printf '%-9s %-12s %-18s %4ss  %s' "$workload" "$nemesis" "$verdict" "$((SECONDS - start))" "$ops")")
   if [ "$code" -ne 0 ]; then
     failed+=("$workload/$nemesis: $verdict, see $dir")
+    # CI keeps only this output: quote how each member's log ends.
+    for member_log in "$dir"/cluster/*.log; do
+      [ -f "$member_log" ] || continue
+      echo "-- the end of $member_log"
+      tail -n 15 "$member_log"
+    done
   fi
 done
 

@@ -94,6 +94,17 @@ pub const ADMIN_TIMEOUT: Duration = Duration::from_secs(1);
 /// Between two polls of a member's status while waiting.
 const POLL_INTERVAL: Duration = Duration::from_millis(50);
 
+/// Lines of a member's log quoted when it fails to come up.
+pub const LOG_TAIL_LINES: usize = 12;
+
+/// Opens the lines each start of a member appends to its log.
+const START_MARKER: &str = "--- concord check: starting ";
+
+/// Tries at starting a cluster. The port block is probed free, but another
+/// program may bind one of its ports before the member does; such an
+/// attempt is retried on a fresh block, anything else fails at once.
+const START_ATTEMPTS: usize = 3;
+
 /// Sizes the harness supports: 3 and 5 are what the issue asks for; 1 and 7
 /// cost nothing extra.
 pub const NODES_MAX: usize = 7;
@@ -248,6 +259,26 @@ impl PortBlock {
     }
 }
 
+/// The last `lines` lines the member's latest start wrote to the log at
+/// `path` (empty if unreadable). Logs of one run are small, so reading the
+/// whole file is fine.
+fn log_tail(path: &Path, lines: usize) -> String {
+    let text = std::fs::read_to_string(path).unwrap_or_default();
+    let latest = text.rfind(START_MARKER).map_or(&text[..], |at| &text[at..]);
+    let all: Vec<&str> = latest.lines().collect();
+    all[all.len().saturating_sub(lines)..].join("\n")
+}
+
+/// Whether a start failed because a member exited on a port that another
+/// program took after the block was probed.
+fn lost_a_port_race(error: &HarnessError) -> bool {
+    matches!(
+        error,
+        HarnessError::NotReady { exited: true, log_tail, .. }
+            if log_tail.contains("Address already in use")
+    )
+}
+
 /// Creates `lock` holding our pid; takes over a lock whose owner is gone.
 fn take_lock(lock: &Path) -> bool {
     let pid = std::process::id();
@@ -341,6 +372,23 @@ impl Cluster {
     /// Starts every member, waits until each answers on its admin endpoint
     /// and a leader is elected.
     pub async fn start(spec: ClusterSpec) -> Result<Cluster, HarnessError> {
+        let mut attempt = 1;
+        loop {
+            match Cluster::start_once(spec.clone()).await {
+                Err(e) if attempt < START_ATTEMPTS && lost_a_port_race(&e) => {
+                    // The failed attempt's members are dead (dropped); their
+                    // data dirs name the old ports, so start from nothing.
+                    for i in 0..spec.nodes {
+                        let _ = std::fs::remove_dir_all(spec.dir.join(format!("n{}", i + 1)));
+                    }
+                    attempt += 1;
+                }
+                result => return result,
+            }
+        }
+    }
+
+    async fn start_once(spec: ClusterSpec) -> Result<Cluster, HarnessError> {
         if spec.nodes == 0 || spec.nodes > NODES_MAX {
             return Err(HarnessError::Config(format!(
                 "--nodes must be between 1 and {NODES_MAX}, not {}",
@@ -932,7 +980,7 @@ impl Cluster {
             .append(true)
             .open(&member.log_path)
             .map_err(|e| HarnessError::io(format!("opening {}", member.log_path.display()), e))?;
-        let _ = writeln!(log, "--- concord check: starting {} ---", member.name);
+        let _ = writeln!(log, "{START_MARKER}{} ---", member.name);
         let log_err: File = log
             .try_clone()
             .map_err(|e| HarnessError::io("duplicating a log handle", e))?;
@@ -988,10 +1036,13 @@ impl Cluster {
             }
             let exited = self.state(i) == ProcessState::Down;
             if exited || started.elapsed() >= READY_TIMEOUT {
+                let log = self.members[i].log_path.clone();
                 return Err(HarnessError::NotReady {
                     name: self.members[i].name.clone(),
                     waited: started.elapsed(),
-                    log: self.members[i].log_path.clone(),
+                    exited,
+                    log_tail: log_tail(&log, LOG_TAIL_LINES),
+                    log,
                 });
             }
             tokio::time::sleep(POLL_INTERVAL).await;

@@ -33,16 +33,25 @@ pub enum HarnessError {
         /// Ports tried.
         attempts: usize,
     },
-    /// A member's admin endpoint did not answer in time (it crashed at
-    /// start, or its ports were taken); its log says why.
-    #[error("member {name} was not ready within {waited:?}; see {}", log.display())]
+    /// A member's admin endpoint did not answer in time, or the member
+    /// exited first (it crashed at start, or its ports were taken); the
+    /// last lines of its log say why.
+    #[error(
+        "member {name} {} {waited:?}; the end of {}:\n{log_tail}",
+        if *exited { "exited before it was ready, after" } else { "was not ready within" },
+        log.display()
+    )]
     NotReady {
         /// The member.
         name: String,
         /// How long the harness waited.
         waited: Duration,
+        /// Whether the member's process had exited.
+        exited: bool,
         /// The member's log file.
         log: PathBuf,
+        /// Its last lines (at most [`crate::cluster::LOG_TAIL_LINES`]).
+        log_tail: String,
     },
     /// The cluster elected no leader in time.
     #[error("the cluster elected no leader within {0:?}")]
