@@ -62,9 +62,14 @@ async fn a_member_that_lost_its_port_is_retried_on_a_fresh_block() {
         .await
         .expect("the second attempt starts all three members");
     assert_eq!(cluster.len(), 3);
-    // Each member started in the failed attempt (n1 failed, n2 and n3
-    // were stopped) and in the one that worked.
-    assert_eq!(starts(dir.path()), [2, 2, 2]);
+    // n1 started in the failed attempt and in the one that worked; n2 and
+    // n3 may have been stopped in the first before their wrappers counted.
+    let starts = starts(dir.path());
+    assert_eq!(starts[0], 2, "{starts:?}");
+    assert!(
+        starts[1..].iter().all(|n| (1..=2).contains(n)),
+        "{starts:?}"
+    );
     let n1_log = std::fs::read_to_string(dir.path().join("cluster/n1.log")).unwrap();
     assert!(n1_log.contains("Address already in use"), "{n1_log}");
 }
@@ -79,20 +84,25 @@ async fn a_member_that_exits_for_another_reason_fails_the_start_with_its_log() {
     match &error {
         HarnessError::NotReady {
             name,
-            exited,
+            exit,
             log_tail,
             ..
         } => {
             assert_eq!(name, "n2");
-            assert!(exited);
+            assert_eq!(exit.as_deref(), Some("exit status: 1"));
             assert!(log_tail.contains("damaged beyond repair"), "{log_tail}");
         }
         other => panic!("expected NotReady, got {other:?}"),
     }
     let message = error.to_string();
     assert!(
-        message.contains("exited before it was ready") && message.contains("damaged"),
+        message.contains("exited before it was ready (exit status: 1)")
+            && message.contains("damaged"),
         "{message}"
     );
-    assert_eq!(starts(dir.path()), [1, 1, 1], "not retried");
+    // Not retried: n1 and n2 started once (n3 may have been stopped
+    // before its wrapper counted).
+    let starts = starts(dir.path());
+    assert_eq!(starts[..2], [1, 1], "{starts:?}");
+    assert!(starts[2] <= 1, "{starts:?}");
 }

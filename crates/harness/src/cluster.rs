@@ -274,7 +274,7 @@ fn log_tail(path: &Path, lines: usize) -> String {
 fn lost_a_port_race(error: &HarnessError) -> bool {
     matches!(
         error,
-        HarnessError::NotReady { exited: true, log_tail, .. }
+        HarnessError::NotReady { exit: Some(_), log_tail, .. }
             if log_tail.contains("Address already in use")
     )
 }
@@ -356,6 +356,8 @@ struct Member {
     /// lives in the data directory).
     id: u64,
     faults: MemberFaults,
+    /// How its last process ended, once the harness noticed.
+    last_exit: Option<String>,
 }
 
 /// N `concord serve` processes. See the module docs.
@@ -421,6 +423,7 @@ impl Cluster {
                     joined: false,
                     id: 0,
                     faults: MemberFaults::healthy(),
+                    last_exit: None,
                 }
             })
             .collect();
@@ -432,6 +435,7 @@ impl Cluster {
         for i in 0..cluster.len() {
             let child = cluster.spawn(i)?;
             cluster.members[i].child = Some(child);
+            cluster.members[i].last_exit = None;
         }
         for i in 0..cluster.len() {
             let status = cluster.wait_ready(i).await?;
@@ -491,19 +495,26 @@ impl Cluster {
         if member.removed {
             return ProcessState::Removed;
         }
-        let exited = match &mut member.child {
-            None => true,
-            Some(child) => !matches!(child.0.try_wait(), Ok(None)),
+        let exit = match &mut member.child {
+            None => None,
+            Some(child) => match child.0.try_wait() {
+                Ok(None) => {
+                    return if member.paused {
+                        ProcessState::Paused
+                    } else {
+                        ProcessState::Running
+                    };
+                }
+                Ok(Some(status)) => Some(status.to_string()),
+                Err(e) => Some(format!("unknown (waiting for it failed: {e})")),
+            },
         };
-        if exited {
-            member.child = None;
-            member.paused = false;
-            ProcessState::Down
-        } else if member.paused {
-            ProcessState::Paused
-        } else {
-            ProcessState::Running
+        if exit.is_some() {
+            member.last_exit = exit;
         }
+        member.child = None;
+        member.paused = false;
+        ProcessState::Down
     }
 
     /// Member `i`'s status, if it answers.
@@ -603,6 +614,7 @@ impl Cluster {
         }
         let child = self.spawn(i)?;
         self.members[i].child = Some(child);
+        self.members[i].last_exit = None;
         self.wait_ready(i).await?;
         self.reapply_faults(i).await
     }
@@ -914,6 +926,7 @@ impl Cluster {
         member.id = new_id;
         let child = self.spawn(i)?;
         self.members[i].child = Some(child);
+        self.members[i].last_exit = None;
         let status = self.wait_ready(i).await?;
         if status.member_id != new_id {
             note(format!(
@@ -1040,7 +1053,12 @@ impl Cluster {
                 return Err(HarnessError::NotReady {
                     name: self.members[i].name.clone(),
                     waited: started.elapsed(),
-                    exited,
+                    exit: exited.then(|| {
+                        self.members[i]
+                            .last_exit
+                            .clone()
+                            .unwrap_or_else(|| "unknown".to_owned())
+                    }),
                     log_tail: log_tail(&log, LOG_TAIL_LINES),
                     log,
                 });

@@ -37,8 +37,11 @@ pub enum HarnessError {
     /// exited first (it crashed at start, or its ports were taken); the
     /// last lines of its log say why.
     #[error(
-        "member {name} {} {waited:?}; the end of {}:\n{log_tail}",
-        if *exited { "exited before it was ready, after" } else { "was not ready within" },
+        "member {name} {}; the end of {}:\n{log_tail}",
+        match exit {
+            Some(status) => format!("exited before it was ready ({status}), after {waited:?}"),
+            None => format!("was not ready within {waited:?}"),
+        },
         log.display()
     )]
     NotReady {
@@ -46,8 +49,8 @@ pub enum HarnessError {
         name: String,
         /// How long the harness waited.
         waited: Duration,
-        /// Whether the member's process had exited.
-        exited: bool,
+        /// How the member's process ended, if it had.
+        exit: Option<String>,
         /// The member's log file.
         log: PathBuf,
         /// Its last lines (at most [`crate::cluster::LOG_TAIL_LINES`]).
