@@ -28,10 +28,12 @@
 //! 3. Ports are reserved per cluster in a block that no other harness on
 //!    this machine uses at the same time (a lock file per block), below
 //!    Linux's ephemeral range so that outgoing connections never take a
-//!    killed member's port before it restarts.
+//!    killed member's port before it restarts. A program outside the
+//!    harness may still bind one of them between the probe and the
+//!    member's start; that start alone is retried, on a fresh block.
 //! 4. Every wait is bounded ([`READY_TIMEOUT`], [`ADMIN_TIMEOUT`], the
 //!    caller's timeouts); a member that does not come up is an error that
-//!    names its log.
+//!    says how its process ended and quotes the end of its log.
 
 use std::collections::BTreeSet;
 use std::fs::{File, OpenOptions};
