@@ -435,9 +435,7 @@ impl Cluster {
             _ports: ports,
         };
         for i in 0..cluster.len() {
-            let child = cluster.spawn(i)?;
-            cluster.members[i].child = Some(child);
-            cluster.members[i].last_exit = None;
+            cluster.launch(i)?;
         }
         for i in 0..cluster.len() {
             let status = cluster.wait_ready(i).await?;
@@ -614,9 +612,7 @@ impl Cluster {
         if self.state(i) != ProcessState::Down {
             return Ok(());
         }
-        let child = self.spawn(i)?;
-        self.members[i].child = Some(child);
-        self.members[i].last_exit = None;
+        self.launch(i)?;
         self.wait_ready(i).await?;
         self.reapply_faults(i).await
     }
@@ -926,9 +922,7 @@ impl Cluster {
         member.removed = false;
         member.joined = true;
         member.id = new_id;
-        let child = self.spawn(i)?;
-        self.members[i].child = Some(child);
-        self.members[i].last_exit = None;
+        self.launch(i)?;
         let status = self.wait_ready(i).await?;
         if status.member_id != new_id {
             note(format!(
@@ -973,6 +967,15 @@ impl Cluster {
 
     fn admin_addr(&self, i: usize) -> SocketAddr {
         SocketAddr::from((Ipv4Addr::LOCALHOST, self.members[i].admin_port))
+    }
+
+    /// Starts member `i`'s process and forgets how the previous one ended.
+    fn launch(&mut self, i: usize) -> Result<(), HarnessError> {
+        let child = self.spawn(i)?;
+        let member = &mut self.members[i];
+        member.child = Some(child);
+        member.last_exit = None;
+        Ok(())
     }
 
     fn spawn(&self, i: usize) -> Result<ChildGuard, HarnessError> {
