@@ -77,6 +77,51 @@ fn request(method: &str, base: &str, path: &str, body: &str) -> Answer {
     }
 }
 
+/// POSTs `body` over a plain socket, writing all of it before reading,
+/// and returns what the server answered. Panics if the server stops
+/// accepting the body (a reset or a closed connection fails the write).
+fn raw_post_whole(base: &str, path: &str, body: &[u8]) -> String {
+    use std::io::Read;
+    let address = base.trim_start_matches("http://");
+    let mut stream = std::net::TcpStream::connect(address).expect("connect");
+    stream
+        .set_read_timeout(Some(Duration::from_secs(20)))
+        .expect("read timeout");
+    stream
+        .set_write_timeout(Some(Duration::from_secs(20)))
+        .expect("write timeout");
+    let head = format!(
+        "POST {path} HTTP/1.1\r\nHost: {address}\r\nContent-Type: application/json\r\n\
+         Content-Length: {}\r\n\r\n",
+        body.len()
+    );
+    stream.write_all(head.as_bytes()).expect("send the head");
+    stream
+        .write_all(body)
+        .expect("the server stopped taking the body before its end");
+    let mut answer = Vec::new();
+    let mut chunk = [0u8; 4096];
+    // The answer is small: read until the blank line plus its body.
+    while let Ok(n) = stream.read(&mut chunk) {
+        if n == 0 {
+            break;
+        }
+        answer.extend_from_slice(&chunk[..n]);
+        let text = String::from_utf8_lossy(&answer);
+        if let Some((headers, rest)) = text.split_once("\r\n\r\n") {
+            let length = headers.lines().find_map(|l| {
+                l.to_ascii_lowercase()
+                    .strip_prefix("content-length:")
+                    .map(|v| v.trim().parse::<usize>().unwrap_or(0))
+            });
+            if length.is_some_and(|length| rest.len() >= length) {
+                break;
+            }
+        }
+    }
+    String::from_utf8_lossy(&answer).into_owned()
+}
+
 fn post(base: &str, path: &str, body: &str) -> Answer {
     request("POST", base, path, body)
 }
@@ -459,6 +504,17 @@ fn json_gateway_answers_as_etcds() {
         subject.body.contains("request body is larger than"),
         "{subject:?}"
     );
+    // Far over the socket buffers: the client is still sending when the
+    // answer is ready. The server reads on and drops the rest, so every
+    // byte is accepted and the refusal arrives, instead of a reset that
+    // fails the client's send (curl then reports no status at all).
+    let enormous = format!(
+        r#"{{"key":"{foo}","value":"{}"}}"#,
+        b64(&vec![b'x'; 16 * 1024 * 1024])
+    );
+    let head = raw_post_whole(&sides.concord, "/v3/kv/put", enormous.as_bytes());
+    assert!(head.starts_with("HTTP/1.1 429"), "{head}");
+    assert!(head.contains("request body is larger than"), "{head}");
     sides.same("/v3/kv/range", &format!(r#"{{"key":"{foo}"}}"#), &[]);
 
     // gRPC on the same port.

@@ -36,8 +36,9 @@
 //!
 //! Limits (DESIGN rule 4): a request body is read up to
 //! [`GatewayConfig::body_bytes_max`] (twice the gRPC message limit, room for
-//! base64 and JSON syntax) and refused past it without reading the rest; the
-//! transcoded message is held to the gRPC message limit
+//! base64 and JSON syntax) and refused past it; the rest is read and dropped,
+//! never kept, within a byte and time bound, so that the client sees the
+//! refusal instead of a reset under its send. The transcoded message is held to the gRPC message limit
 //! (`--max-request-bytes` plus [`super::GRPC_OVERHEAD_BYTES`]), refused with
 //! grpc-go's message as etcd's gateway reports it. Both are `429`,
 //! `ResourceExhausted`, and the member keeps serving.
@@ -48,7 +49,7 @@ use concord_etcd_proto::{FILE_DESCRIPTOR_SET, GATEWAY_ROUTES};
 use http::header::{HeaderName, HeaderValue, CONTENT_TYPE};
 use http::{Method, Request, Response, StatusCode};
 use http_body::Frame;
-use http_body_util::{BodyExt, Full, Limited, StreamBody};
+use http_body_util::{BodyExt, Full, StreamBody};
 use prost_reflect::{
     DescriptorPool, DeserializeOptions, DynamicMessage, MessageDescriptor, SerializeOptions,
 };
@@ -262,12 +263,10 @@ where
     S::Error: Into<BoxError> + Send,
     S::Future: Send + 'static,
 {
-    let bytes = match Limited::new(body, config.body_bytes_max).collect().await {
-        Ok(collected) => collected.to_bytes(),
-        Err(e) if e.is::<http_body_util::LengthLimitError>() => {
-            return error_response(&body_too_large(config));
-        }
-        Err(e) => {
+    let bytes = match collect_bounded(body, config.body_bytes_max).await {
+        Ok(bytes) => bytes,
+        Err(BodyRead::TooLarge) => return error_response(&body_too_large(config)),
+        Err(BodyRead::Failed(e)) => {
             return error_response(&Status::invalid_argument(format!(
                 "reading the request body: {e}"
             )))
@@ -681,6 +680,56 @@ pub fn http_status(code: Code) -> StatusCode {
         Code::Unimplemented => StatusCode::NOT_IMPLEMENTED,
         Code::Unavailable => StatusCode::SERVICE_UNAVAILABLE,
     }
+}
+
+/// Most bytes of an oversized body read and dropped before the refusal is
+/// sent. A client that is still sending when the server answers and closes
+/// gets a TCP reset and may lose the answer (curl then reports no status
+/// at all); reading on, without keeping anything, lets an ordinary
+/// oversized request see its error, and the bound keeps a client that
+/// sends forever from holding the connection.
+const OVERSIZED_DRAIN_BYTES_MAX: usize = 64 * 1024 * 1024;
+
+/// Longest time spent draining an oversized body (same reason).
+const OVERSIZED_DRAIN_TIME_MAX: std::time::Duration = std::time::Duration::from_secs(2);
+
+enum BodyRead {
+    TooLarge,
+    Failed(BoxError),
+}
+
+/// The whole body if it has at most `limit` bytes. A longer one is not
+/// kept: it is read on and dropped within the drain bounds above, then
+/// refused.
+async fn collect_bounded(mut body: Body, limit: usize) -> Result<Bytes, BodyRead> {
+    let mut kept = BytesMut::new();
+    loop {
+        match body.frame().await {
+            None => return Ok(kept.freeze()),
+            Some(Err(e)) => return Err(BodyRead::Failed(e.into())),
+            Some(Ok(frame)) => {
+                let Ok(data) = frame.into_data() else {
+                    continue;
+                };
+                if kept.len() + data.len() > limit {
+                    break;
+                }
+                kept.extend_from_slice(&data);
+            }
+        }
+    }
+    drop(kept);
+    let drain = async {
+        let mut dropped = 0usize;
+        while dropped < OVERSIZED_DRAIN_BYTES_MAX {
+            match body.frame().await {
+                Some(Ok(frame)) => dropped += frame.data_ref().map_or(0, |d| d.len()),
+                _ => break,
+            }
+        }
+    };
+    let _ = tokio::time::timeout(OVERSIZED_DRAIN_TIME_MAX, drain).await;
+    Err(BodyRead::TooLarge)
 }
 
 fn body_too_large(config: GatewayConfig) -> Status {
