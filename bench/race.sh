@@ -204,9 +204,15 @@ fsync_probe() { # label
   json=$("$CONCORD" bench --op fsync-probe --probe-dir "$WORK" --val-size 256 --total 2000 --duration 3s | tail -1)
   python3 -c 'import json,sys; r=json.loads(sys.argv[1]); r.update(system="disk", cell="fsync-probe", round=sys.argv[2]); print(json.dumps(r))' "$json" "$1" >>"$WORK/fsync.jsonl"
   python3 -c 'import json,sys; r=json.loads(sys.argv[1]); print("  fsync probe %-8s p50 %.3f ms p99 %.3f ms" % (sys.argv[2], r["latency_ms"]["p50"], r["latency_ms"]["p99"]))' "$json" "$1"
+  # The least a replicated put does on this machine (see chain_probe.rs).
+  json=$("$CONCORD" bench --op chain-probe --probe-dir "$WORK" --val-size 256 --total 2000 --duration 3s | tail -1)
+  python3 -c 'import json,sys; r=json.loads(sys.argv[1]); r.update(system="disk", cell="chain-probe", round=sys.argv[2]); print(json.dumps(r))' "$json" "$1" >>"$WORK/chain.jsonl"
+  python3 -c 'import json,sys; r=json.loads(sys.argv[1]); print("  chain probe %-8s p50 %.3f ms p99 %.3f ms" % (sys.argv[2], r["latency_ms"]["p50"], r["latency_ms"]["p99"]))' "$json" "$1"
 }
 : >"$WORK/fsync.jsonl"
+: >"$WORK/chain.jsonl"
 echo "== fsync probe (256 B written into a preallocated file + fdatasync, as the WALs do, in $WORK)"
+echo "   and chain probe (client -> leader -> 2 followers over loopback TCP, 3 concurrent syncs, first ack)"
 fsync_probe start
 
 # ---------------------------------------------------------------- clusters
@@ -308,14 +314,16 @@ EOF
 fi
 
 # ---------------------------------------------------------------- table
-python3 - "$RESULTS" "$WORK/fsync.jsonl" "$BIG_JSON" <<'EOF'
+python3 - "$RESULTS" "$WORK/fsync.jsonl" "$BIG_JSON" "$WORK/chain.jsonl" <<'EOF'
 import json, statistics, sys
-results, fsync_path, big_path = sys.argv[1:]
+results, fsync_path, big_path, chain_path = sys.argv[1:]
 rows = [json.loads(l) for l in open(results) if l.strip()]
 probes = [json.loads(l) for l in open(fsync_path) if l.strip()]
 fsync = dict(latency_ms=dict(p50=statistics.median(p["latency_ms"]["p50"] for p in probes),
                              p99=statistics.median(p["latency_ms"]["p99"] for p in probes)))
 fsync_range = (min(p["latency_ms"]["p50"] for p in probes), max(p["latency_ms"]["p50"] for p in probes))
+chains = [json.loads(l) for l in open(chain_path) if l.strip()]
+chain_p50 = statistics.median(p["latency_ms"]["p50"] for p in chains) if chains else None
 big = {r["system"]: r for r in (json.loads(l) for l in open(big_path) if l.strip())}
 cells = list(dict.fromkeys(r["cell"] for r in rows))
 
@@ -344,6 +352,10 @@ def ratio(c, e):
 print()
 print(f"fsync floor (256 B written into a preallocated file + fdatasync, as the WALs do), median of {len(probes)} probes: p50 {fsync['latency_ms']['p50']:.3f} ms "
       f"(probes ranged {fsync_range[0]:.3f}-{fsync_range[1]:.3f} ms), p99 {fsync['latency_ms']['p99']:.3f} ms")
+if chains:
+    print(f"chain floor (the least a 3-member put does: client -> leader -> 2 followers, 3 concurrent syncs, first ack; "
+          f"threads of one process), median of {len(chains)} probes: p50 {chain_p50:.3f} ms "
+          f"(ranged {min(p['latency_ms']['p50'] for p in chains):.3f}-{max(p['latency_ms']['p50'] for p in chains):.3f} ms)")
 print()
 print("medians over rounds; ratio = Concord / etcd; CPU = member CPU (3 processes) per op, in microseconds;")
 print("disk = bytes the 3 members wrote to the block device per op (/proc/<pid>/io write_bytes), KiB")
@@ -408,6 +420,8 @@ tgt("single-client put p50 <= etcd", cmp("put-1c", "p50", lambda c, e: c <= e))
 p50 = get("put-1c", "concord", "p50")
 tgt(f"single-client put p50 <= 3x fsync p50 ({fsync['latency_ms']['p50']:.3f} ms)",
     None if p50 is None else p50 <= 3 * fsync["latency_ms"]["p50"])
+if p50 is not None and chain_p50:
+    print(f"        (Concord's single-client put p50 is {p50 / chain_p50:.2f}x the chain floor, {chain_p50:.3f} ms)")
 tgt("p99 at 64 clients (put) <= 1/2 etcd", cmp("put-64c", "p99", lambda c, e: 2 * c <= e))
 tgt("p99 at 64 clients (linearizable range) <= 1/2 etcd", cmp("range-lin-64c", "p99", lambda c, e: 2 * c <= e))
 if big.get("etcd") and big.get("concord"):

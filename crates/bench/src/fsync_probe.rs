@@ -34,8 +34,48 @@ fn io<'a>(what: &'static str, path: &'a Path) -> impl FnOnce(std::io::Error) -> 
     }
 }
 
-/// Creates the probe file with its space reserved.
-fn create(path: &Path) -> Result<File, BenchError> {
+/// A preallocated file that takes durable appends, starting over when
+/// full; removed when dropped, however the probe ends.
+pub struct ProbeFile {
+    path: PathBuf,
+    file: File,
+    written: u64,
+}
+
+impl ProbeFile {
+    /// Creates the file at `path` with its space reserved.
+    pub fn create(path: PathBuf) -> Result<ProbeFile, BenchError> {
+        let file = reserve(&path)?;
+        Ok(ProbeFile {
+            path,
+            file,
+            written: 0,
+        })
+    }
+
+    /// Writes `block` after the previous ones and fdatasyncs.
+    pub fn append_durably(&mut self, block: &[u8]) -> Result<(), BenchError> {
+        if self.written + block.len() as u64 > PROBE_FILE_MAX_BYTES {
+            self.file = reserve(&self.path)?;
+            self.written = 0;
+        }
+        self.file
+            .write_all_at(block, self.written)
+            .map_err(io("writing", &self.path))?;
+        self.file.sync_data().map_err(io("fdatasync", &self.path))?;
+        self.written += block.len() as u64;
+        Ok(())
+    }
+}
+
+impl Drop for ProbeFile {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(&self.path);
+    }
+}
+
+/// Creates (or empties) the file at `path` with its space reserved.
+fn reserve(path: &Path) -> Result<File, BenchError> {
     let file = OpenOptions::new()
         .create(true)
         .truncate(true)
@@ -49,36 +89,19 @@ fn create(path: &Path) -> Result<File, BenchError> {
     Ok(file)
 }
 
-/// Removes the probe file however the probe ends.
-struct Cleanup(PathBuf);
-
-impl Drop for Cleanup {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_file(&self.0);
-    }
-}
-
 /// Runs the probe (one client, closed loop) and reports write+sync latency.
 pub fn run(config: &BenchConfig) -> Result<Report, BenchError> {
-    let path = config
-        .probe_dir
-        .join(format!(".concord-fsync-probe.{}", std::process::id()));
-    let _cleanup = Cleanup(path.clone());
-    let mut file = create(&path)?;
+    let mut file = ProbeFile::create(
+        config
+            .probe_dir
+            .join(format!(".concord-fsync-probe.{}", std::process::id())),
+    )?;
     let block = crate::keys::value(config.val_size);
-    let mut written = 0u64;
     let mut tally = ClientTally::default();
     let start = Instant::now();
     let schedule = Schedule::new(start, None, config.total, config.duration);
     while let Some(ticket) = schedule.take(Instant::now()) {
-        if written + block.len() as u64 > PROBE_FILE_MAX_BYTES {
-            file = create(&path)?;
-            written = 0;
-        }
-        file.write_all_at(&block, written)
-            .map_err(io("writing", &path))?;
-        file.sync_data().map_err(io("fdatasync", &path))?;
-        written += block.len() as u64;
+        file.append_durably(&block)?;
         tally.latencies.record(ticket.due.elapsed());
     }
     let elapsed = start.elapsed();

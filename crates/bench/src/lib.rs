@@ -22,14 +22,17 @@
 //! Operations (`--op`): `put`, `range` (linearizable), `range-serializable`,
 //! `txn-cas` (compare mod_revision and swap), `watch-latency` (time from a
 //! put's send to its event reaching a watcher), `lease-keepalive` (one
-//! keep-alive round trip on a stream), and `fsync-probe` (write + fdatasync
-//! in a local file: the disk's physical floor for a durable write).
+//! keep-alive round trip on a stream), `fsync-probe` (write + fdatasync
+//! in a local file: the disk's physical floor for a durable write), and
+//! `chain-probe` (the least a replicated put does, in local threads: the
+//! machine's floor for a 3-member put; see [`chain_probe`]).
 //!
 //! What it deliberately does not do: start or stop servers, or read their
 //! CPU and memory (the race script does that from `/proc`); and it asserts
 //! nothing about speed, it only reports.
 #![forbid(unsafe_code)]
 
+pub mod chain_probe;
 pub mod error;
 pub mod fsync_probe;
 pub mod keys;
@@ -47,8 +50,10 @@ pub use report::Report;
 /// Runs one benchmark to completion on its own tokio runtime and returns
 /// the report. Blocks the calling thread.
 pub fn run(config: BenchConfig) -> Result<Report, BenchError> {
-    if config.op == Op::FsyncProbe {
-        return fsync_probe::run(&config);
+    match config.op {
+        Op::FsyncProbe => return fsync_probe::run(&config),
+        Op::ChainProbe => return chain_probe::run(&config),
+        _ => {}
     }
     if !runner::uses_streams(config.op) {
         return runner::run_sharded(config);

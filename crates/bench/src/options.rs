@@ -51,6 +51,10 @@ pub enum Op {
     LeaseKeepalive,
     /// Local disk: append `--val-size` bytes and fdatasync, repeatedly.
     FsyncProbe,
+    /// Local threads and disk: the least a replicated put does (client ->
+    /// leader -> two followers, three concurrent syncs, first ack ->
+    /// client), repeatedly.
+    ChainProbe,
 }
 
 impl Op {
@@ -64,6 +68,7 @@ impl Op {
             Op::WatchLatency => "watch-latency",
             Op::LeaseKeepalive => "lease-keepalive",
             Op::FsyncProbe => "fsync-probe",
+            Op::ChainProbe => "chain-probe",
         }
     }
 }
@@ -117,7 +122,7 @@ pub struct BenchArgs {
     /// Per-request deadline, e.g. 10s.
     #[arg(long, value_parser = parse_duration)]
     pub request_timeout: Option<Duration>,
-    /// Folder for the fsync-probe file (use the disk the data lives on).
+    /// Folder for the fsync-probe and chain-probe files (use the disk the data lives on).
     #[arg(long, default_value = ".")]
     pub probe_dir: std::path::PathBuf,
     /// Client threads (0: one per CPU). Unary ops give each thread its
@@ -258,8 +263,8 @@ impl BenchArgs {
         if self.op == Op::WatchLatency && self.watchers == 0 {
             return bad("watch-latency needs --watchers >= 1".into());
         }
-        if self.op == Op::FsyncProbe && self.val_size == 0 {
-            return bad("fsync-probe needs --val-size >= 1".into());
+        if matches!(self.op, Op::FsyncProbe | Op::ChainProbe) && self.val_size == 0 {
+            return bad(format!("{} needs --val-size >= 1", self.op.name()));
         }
         if self.op == Op::LeaseKeepalive && self.lease_ttl <= 0 {
             return bad("--lease-ttl must be positive".into());

@@ -214,8 +214,8 @@ impl Report {
         let elapsed_s = elapsed.as_secs_f64();
         Report {
             op: config.op,
-            // The fsync probe talks to no server.
-            endpoints: if config.op == Op::FsyncProbe {
+            // The probes talk to no server.
+            endpoints: if matches!(config.op, Op::FsyncProbe | Op::ChainProbe) {
                 Vec::new()
             } else {
                 config.endpoints.clone()

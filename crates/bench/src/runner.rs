@@ -441,7 +441,7 @@ async fn make_worker(
                 .map_err(BenchError::Setup)?;
             Worker::Lease(Box::new(lease))
         }
-        Op::FsyncProbe => unreachable!("the fsync probe needs no server"),
+        Op::FsyncProbe | Op::ChainProbe => unreachable!("the probes need no server"),
     })
 }
 
