@@ -16,8 +16,9 @@
 # and the time a killed member takes to restart and rejoin.
 #
 # Usage: bench/race.sh [--rounds N] [--cell-seconds S] [--with-1m-keys]
-#                      [--concord-bin PATH] [--work DIR]
-# (--concord-bin skips the build and races that binary instead.)
+#                      [--concord-bin PATH] [--work DIR] [--cells REGEX]
+# (--concord-bin skips the build and races that binary instead; --cells
+# runs only the matrix cells whose names match, e.g. '^put-1c$'.)
 # Every loop is bounded in count and time; every server started here is
 # killed on exit.
 set -euo pipefail
@@ -28,6 +29,7 @@ WITH_1M=0
 BUILD=1
 CONCORD_BIN=""
 WORK=""
+CELLS_MATCHING="."
 while [ $# -gt 0 ]; do
   case "$1" in
     --rounds) ROUNDS="$2"; shift 2 ;;
@@ -35,7 +37,8 @@ while [ $# -gt 0 ]; do
     --with-1m-keys) WITH_1M=1; shift ;;
     --concord-bin) CONCORD_BIN="$2"; BUILD=0; shift 2 ;;
     --work) WORK="$2"; shift 2 ;;
-    -h|--help) sed -n '2,22p' "$0"; exit 0 ;;
+    --cells) CELLS_MATCHING="$2"; shift 2 ;;
+    -h|--help) sed -n '2,23p' "$0"; exit 0 ;;
     *) echo "unknown option $1" >&2; exit 2 ;;
   esac
 done
@@ -245,6 +248,7 @@ for round in $(seq 1 "$ROUNDS"); do
   fsync_probe "round$round"
   for entry in "${CELLS[@]}"; do
     cell=${entry%%|*}
+    [[ $cell =~ $CELLS_MATCHING ]] || continue
     read -r -a flags <<<"${entry#*|}"
     for sys in $order; do
       run_cell "$sys" "$round" "$cell" "${flags[@]}" --key-space $KEY_SPACE --total 0 --duration "${CELL_SECONDS}s"
