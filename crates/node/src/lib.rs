@@ -13,6 +13,7 @@ pub mod admin;
 pub mod alarm;
 pub mod api;
 pub mod codec;
+pub mod commit_notices;
 pub mod config;
 pub mod envelope;
 pub mod inbox;

@@ -37,6 +37,7 @@
 //!    after all of them arrived: each read started before the request, so
 //!    the index the leader confirms afterwards is as fresh as each needs.
 
+use crate::commit_notices::{HeldNotices, COMMIT_NOTICE_DELAY};
 use crate::envelope::{Envelope, Payload};
 use crate::inbox::{InboxReceiver, InboxSender};
 use crate::lessor::{LeaseError, Lessor, LessorConfig, TimeToLive};
@@ -335,6 +336,8 @@ pub struct Replica {
     raft: Raft,
     /// The durable log, written on its own thread (`wal_writer.rs`).
     wal: WalWriter,
+    /// Commit notices waiting for a message to ride with.
+    notices: HeldNotices,
     store: Store,
     members: Members,
     members_path: PathBuf,
@@ -455,6 +458,7 @@ impl Replica {
         Ok(Replica {
             raft: parts.raft,
             wal,
+            notices: HeldNotices::new(COMMIT_NOTICE_DELAY),
             store: parts.store,
             members: parts.members,
             members_path: parts.members_path,
@@ -489,10 +493,14 @@ impl Replica {
         let mut readable = Vec::new();
         let result = 'turns: loop {
             let fds: Vec<_> = self.inbound.iter().map(|peer| peer.fd()).collect();
+            let wake_at = self
+                .notices
+                .next_deadline()
+                .map_or(next_tick, |at| at.min(next_tick));
             self.inbox.recv_or_readable(
                 &mut batch,
                 MAX_REQUESTS_PER_TURN,
-                next_tick,
+                wake_at,
                 &fds,
                 &mut readable,
             );
@@ -538,6 +546,10 @@ impl Replica {
             }
             if let Err(e) = self.drive() {
                 break Err(e);
+            }
+            let due = self.notices.due(Instant::now());
+            if !due.is_empty() {
+                self.transport.send(due);
             }
         };
         self.shared.stopped.store(true, Ordering::Release);
@@ -871,7 +883,10 @@ impl Replica {
         let needs_persist = ready.needs_persist();
         // 1. Messages that depend on nothing unpersisted go out first, so
         //    followers write in parallel with our own fsync.
-        self.transport.send(ready.messages);
+        //    A leader's commit notices wait a little for the next append
+        //    to carry them instead (`commit_notices`).
+        let messages = self.notices.filter(ready.messages, Instant::now());
+        self.transport.send(messages);
 
         // 2 and 3. Durability (snapshot, entries, hard state, one fsync),
         //    then what promised it. A snapshot is installed here, after
@@ -936,6 +951,7 @@ impl Replica {
                 .store(soft.leader.map(|l| l.0).unwrap_or(0), Ordering::Release);
             self.shared.term.store(soft.term.0, Ordering::Release);
             if !soft.is_leader {
+                self.notices.clear();
                 // Forwarded proposals in flight may be lost with the old
                 // leader; their deadlines answer them.
             }
