@@ -231,28 +231,21 @@ fn spawn(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::options::{BenchArgs, Op};
-    use clap::Parser;
-
-    #[derive(Parser)]
-    struct Cli {
-        #[command(flatten)]
-        args: BenchArgs,
-    }
+    use crate::options::{parse, Op};
 
     #[test]
     fn every_request_is_answered_and_the_files_are_removed() {
         let dir = tempfile::tempdir().unwrap();
-        let cli = Cli::parse_from([
-            "bench",
+        let probe_dir = dir.path().to_str().unwrap();
+        let config = parse(&[
             "--op",
             "chain-probe",
             "--total",
             "50",
             "--probe-dir",
-            dir.path().to_str().unwrap(),
-        ]);
-        let config = cli.args.validate().unwrap();
+            probe_dir,
+        ])
+        .unwrap();
         assert_eq!(config.op, Op::ChainProbe);
         let report = run(&config).unwrap();
         assert_eq!((report.ok, report.errors), (50, 0));

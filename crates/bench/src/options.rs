@@ -297,9 +297,9 @@ impl BenchArgs {
     }
 }
 
+/// Parses and validates `concord bench` flags, for the crate's tests.
 #[cfg(test)]
-mod tests {
-    use super::*;
+pub(crate) fn parse(argv: &[&str]) -> Result<BenchConfig, String> {
     use clap::Parser;
 
     #[derive(Parser)]
@@ -308,12 +308,15 @@ mod tests {
         args: BenchArgs,
     }
 
-    fn parse(argv: &[&str]) -> Result<BenchConfig, String> {
-        let mut full = vec!["bench"];
-        full.extend_from_slice(argv);
-        let cli = Cli::try_parse_from(full).map_err(|e| e.to_string())?;
-        cli.args.validate().map_err(|e| e.to_string())
-    }
+    let mut full = vec!["bench"];
+    full.extend_from_slice(argv);
+    let cli = Cli::try_parse_from(full).map_err(|e| e.to_string())?;
+    cli.args.validate().map_err(|e| e.to_string())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
 
     #[test]
     fn defaults_match_etcd_benchmark_habits() {
