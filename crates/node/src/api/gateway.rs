@@ -38,7 +38,8 @@
 //! [`GatewayConfig::body_bytes_max`] (twice the gRPC message limit, room for
 //! base64 and JSON syntax) and refused past it; the rest is read and dropped,
 //! never kept, within a byte and time bound, so that the client sees the
-//! refusal instead of a reset under its send. The transcoded message is held to the gRPC message limit
+//! refusal instead of a reset under its send. The transcoded message is held
+//! to the gRPC message limit
 //! (`--max-request-bytes` plus [`super::GRPC_OVERHEAD_BYTES`]), refused with
 //! grpc-go's message as etcd's gateway reports it. Both are `429`,
 //! `ResourceExhausted`, and the member keeps serving.
